@@ -1,0 +1,71 @@
+/*
+ * builder: ties the modules together: the cbuild command line, the build
+ * plan (a parsed, resolved and substituted Dockerfile), and the commands.
+ * builder uses every other module; no module uses builder.
+ */
+#ifndef CBUILD_BUILDER_H
+#define CBUILD_BUILDER_H
+
+#include "../common/common.h"
+#include "../parser/parser.h"
+
+/* The PATH of a base image that sets none, as in Docker. */
+#define BUILDER_DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+/* Exit statuses: usage errors are 2, failed builds 1. */
+enum { BUILDER_EXIT_OK = 0, BUILDER_EXIT_FAIL = 1, BUILDER_EXIT_USAGE = 2 };
+
+/* -o/--output type=...,dest=... */
+struct builder_output {
+  char *type; /* "oci" or "docker" */
+  char *dest; /* a path, or "-" for stdout */
+  bool tar;   /* false: an OCI layout directory (oci only) */
+};
+
+struct builder_options {
+  char *context;         /* the build context directory */
+  char *file;            /* -f; NULL: CONTEXT/Dockerfile; "-": stdin */
+  struct strvec tags;    /* -t, repeatable */
+  struct parser_build_args args; /* --build-arg, --target */
+  struct strvec labels;  /* --label K=V */
+  struct builder_output *outputs;
+  size_t n_outputs;
+  char *root; /* --root or CBUILD_ROOT; NULL: the default store */
+  char *progress; /* auto, plain, tty or quiet */
+  bool no_cache;
+};
+
+void builder_options_release(struct builder_options *o);
+
+/*
+ * A Dockerfile ready to build: parsed, resolved against the build args and
+ * target, with the steps of every reachable stage substituted.
+ */
+struct builder_plan {
+  struct parser_dockerfile *df;
+  struct parser_step **steps;   /* per stage: expanded steps, or NULL when unreachable */
+  struct parser_vars *scopes;   /* per stage: the variables after its last step */
+  struct strvec unused_args;    /* --build-arg names no reachable stage declared */
+};
+
+/*
+ * Read the Dockerfile named by the options and make its plan.  A failure
+ * fills err with one line: "FILE:LINE: what is wrong".
+ */
+int builder_plan_load(const struct builder_options *o, struct builder_plan *plan,
+                      struct cb_error *err);
+void builder_plan_release(struct builder_plan *plan);
+
+/* The plan as the JSON `cbuild parse` prints. */
+char *builder_plan_json(const struct builder_plan *plan);
+
+/* Commands: each parses its own arguments (argv[0] is the command name)
+ * and returns an exit status. */
+int builder_cmd_build(int argc, char **argv, const char *root);
+int builder_cmd_parse(int argc, char **argv, const char *root);
+
+/* Parse "K=V" (or a bare K, whose value comes from the environment, as
+ * docker does) into a build arg; -1 and err on "=V". */
+int builder_build_arg_add(struct parser_build_args *ba, const char *spec, struct cb_error *err);
+
+#endif

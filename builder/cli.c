@@ -1,0 +1,343 @@
+/*
+ * The command line of `cbuild build` and `cbuild parse`: docker build's
+ * flags, usage errors as one line and exit status 2.
+ */
+#include "builder.h"
+
+#include "../cache/cache.h"
+#include "../oci/oci.h"
+#include "progress-internal.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <sys/stat.h>
+
+static const char build_usage[] =
+    "Usage: cbuild [build] [OPTIONS] CONTEXT\n"
+    "\n"
+    "Build an image from a Dockerfile and a build context, without a daemon.\n"
+    "\n"
+    "Options:\n"
+    "  -t, --tag NAME[:TAG]      name the image (repeatable)\n"
+    "  -f, --file FILE           the Dockerfile (default CONTEXT/Dockerfile; - reads stdin)\n"
+    "      --build-arg K[=V]     set a build arg; a bare K takes $K from the environment\n"
+    "      --target STAGE        build this stage and what it needs\n"
+    "      --no-cache            run every step again\n"
+    "      --label K=V           add a label to the image\n"
+    "      --progress MODE       auto, plain, tty or quiet (default auto)\n"
+    "  -q, --quiet               print only errors\n"
+    "  -o, --output SPEC         type=oci,dest=FILE[,tar=false] or type=docker,dest=FILE\n"
+    "      --root DIR            the store (default $CBUILD_ROOT, /var/lib/cbuild for root,\n"
+    "                            else ~/.local/share/cbuild)\n"
+    "  -h, --help                show this help\n";
+
+static const char parse_usage[] =
+    "Usage: cbuild parse [OPTIONS] [CONTEXT]\n"
+    "\n"
+    "Print the stages and steps of a Dockerfile as JSON, after substitution\n"
+    "where Docker substitutes (stages the target does not need are shown as\n"
+    "written).  A debugging aid.\n"
+    "\n"
+    "Options:\n"
+    "  -f, --file FILE           the Dockerfile (default CONTEXT/Dockerfile; - reads stdin)\n"
+    "      --build-arg K[=V]     set a build arg\n"
+    "      --target STAGE        resolve for this stage\n"
+    "  -h, --help                show this help\n";
+
+enum {
+  OPT_BUILD_ARG = 256,
+  OPT_TARGET,
+  OPT_NO_CACHE,
+  OPT_LABEL,
+  OPT_PROGRESS,
+  OPT_ROOT,
+};
+
+static const struct option build_options[] = {
+  { "tag", required_argument, NULL, 't' },
+  { "file", required_argument, NULL, 'f' },
+  { "build-arg", required_argument, NULL, OPT_BUILD_ARG },
+  { "target", required_argument, NULL, OPT_TARGET },
+  { "no-cache", no_argument, NULL, OPT_NO_CACHE },
+  { "label", required_argument, NULL, OPT_LABEL },
+  { "progress", required_argument, NULL, OPT_PROGRESS },
+  { "quiet", no_argument, NULL, 'q' },
+  { "output", required_argument, NULL, 'o' },
+  { "root", required_argument, NULL, OPT_ROOT },
+  { "help", no_argument, NULL, 'h' },
+  { NULL, 0, NULL, 0 },
+};
+
+static const struct option parse_options[] = {
+  { "file", required_argument, NULL, 'f' },
+  { "build-arg", required_argument, NULL, OPT_BUILD_ARG },
+  { "target", required_argument, NULL, OPT_TARGET },
+  { "help", no_argument, NULL, 'h' },
+  { NULL, 0, NULL, 0 },
+};
+
+static int usage_error(const char *cmd, const char *fmt, ...) CB_PRINTF(2, 3);
+static int usage_error(const char *cmd, const char *fmt, ...)
+{
+  va_list ap;
+  fputs("cbuild: ", stderr);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, " (see 'cbuild %s --help')\n", cmd);
+  return BUILDER_EXIT_USAGE;
+}
+
+static int fail(const struct cb_error *err)
+{
+  fprintf(stderr, "cbuild: %s\n", err->msg);
+  return BUILDER_EXIT_FAIL;
+}
+
+void builder_options_release(struct builder_options *o)
+{
+  free(o->context);
+  free(o->file);
+  strvec_clear(&o->tags);
+  parser_build_args_release(&o->args);
+  free((char *)o->args.target);
+  strvec_clear(&o->labels);
+  for (size_t i = 0; i < o->n_outputs; i++) {
+    free(o->outputs[i].type);
+    free(o->outputs[i].dest);
+  }
+  free(o->outputs);
+  free(o->root);
+  free(o->progress);
+  memset(o, 0, sizeof(*o));
+}
+
+/* -o type=oci,dest=FILE[,tar=false] */
+static int output_parse(const char *spec, struct builder_output *out, struct cb_error *err)
+{
+  cleanup_free char *copy = xstrdup(spec);
+  char *save = NULL;
+  memset(out, 0, sizeof(*out));
+  out->tar = true;
+  for (char *f = strtok_r(copy, ",", &save); f; f = strtok_r(NULL, ",", &save)) {
+    char *eq = strchr(f, '=');
+    if (!eq)
+      return cb_error_set(err, "invalid output \"%s\": \"%s\" is not KEY=VALUE", spec, f);
+    *eq = '\0';
+    if (strcmp(f, "type") == 0) {
+      free(out->type);
+      out->type = xstrdup(eq + 1);
+    } else if (strcmp(f, "dest") == 0) {
+      free(out->dest);
+      out->dest = xstrdup(eq + 1);
+    } else if (strcmp(f, "tar") == 0 && (strcmp(eq + 1, "true") == 0 || strcmp(eq + 1, "false") == 0)) {
+      out->tar = strcmp(eq + 1, "true") == 0;
+    } else {
+      return cb_error_set(err, "invalid output \"%s\": unknown key or value \"%s=%s\"", spec, f,
+                          eq + 1);
+    }
+  }
+  if (!out->type)
+    return cb_error_set(err, "invalid output \"%s\": missing type= (oci or docker)", spec);
+  if (strcmp(out->type, "oci") != 0 && strcmp(out->type, "docker") != 0)
+    return cb_error_set(err, "invalid output \"%s\": unsupported type \"%s\" (oci or docker)",
+                        spec, out->type);
+  if (!out->dest || !*out->dest)
+    return cb_error_set(err, "invalid output \"%s\": missing dest=", spec);
+  if (!out->tar && (strcmp(out->type, "oci") != 0 || strcmp(out->dest, "-") == 0))
+    return cb_error_set(err, "invalid output \"%s\": tar=false needs type=oci and a directory",
+                        spec);
+  return 0;
+}
+
+static int tag_check(const char *tag, struct cb_error *err)
+{
+  struct oci_reference ref;
+  if (oci_reference_parse(tag, &ref, err) < 0)
+    return cb_error_wrap(err, "invalid tag");
+  if (ref.digest) {
+    oci_reference_release(&ref);
+    return cb_error_set(err, "invalid tag \"%s\": a tag cannot hold a digest", tag);
+  }
+  oci_reference_release(&ref);
+  return 0;
+}
+
+/*
+ * Parse the options of `cmd` into o.  Returns -1 on success (go on), or the
+ * exit status to return now (help, or a usage error).
+ */
+static int options_parse(const char *cmd, const struct option *longopts, const char *shortopts,
+                         const char *usage, int argc, char **argv, struct builder_options *o)
+{
+  struct cb_error err;
+  int c;
+  optind = 0; /* GNU: reinitialise, permuting options and operands */
+  opterr = 0;
+  while ((c = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
+    switch (c) {
+    case 't':
+      if (tag_check(optarg, &err) < 0)
+        return usage_error(cmd, "%s", err.msg);
+      strvec_push(&o->tags, optarg);
+      break;
+    case 'f':
+      free(o->file);
+      o->file = xstrdup(optarg);
+      break;
+    case OPT_BUILD_ARG:
+      if (builder_build_arg_add(&o->args, optarg, &err) < 0)
+        return usage_error(cmd, "%s", err.msg);
+      break;
+    case OPT_TARGET:
+      free((char *)o->args.target);
+      o->args.target = xstrdup(optarg);
+      break;
+    case OPT_NO_CACHE:
+      o->no_cache = true;
+      break;
+    case OPT_LABEL:
+      if (!strchr(optarg, '=') || optarg[0] == '=')
+        return usage_error(cmd, "invalid label \"%s\": want KEY=VALUE", optarg);
+      strvec_push(&o->labels, optarg);
+      break;
+    case OPT_PROGRESS: {
+      enum progress_mode mode;
+      if (progress_mode_parse(optarg, &mode) < 0)
+        return usage_error(cmd, "invalid --progress \"%s\": want auto, plain, tty or quiet",
+                           optarg);
+      free(o->progress);
+      o->progress = xstrdup(optarg);
+      break;
+    }
+    case 'q':
+      free(o->progress);
+      o->progress = xstrdup("quiet");
+      break;
+    case 'o':
+      o->outputs = xreallocarray(o->outputs, o->n_outputs + 1, sizeof(*o->outputs));
+      if (output_parse(optarg, &o->outputs[o->n_outputs], &err) < 0) {
+        free(o->outputs[o->n_outputs].type);
+        free(o->outputs[o->n_outputs].dest);
+        return usage_error(cmd, "%s", err.msg);
+      }
+      o->n_outputs++;
+      break;
+    case OPT_ROOT:
+      free(o->root);
+      o->root = xstrdup(optarg);
+      break;
+    case 'h':
+      fputs(usage, stdout);
+      return BUILDER_EXIT_OK;
+    case ':':
+      return usage_error(cmd, "flag \"%s\" needs a value", argv[optind - 1]);
+    default:
+      if (optopt)
+        return usage_error(cmd, "unknown flag \"-%c\"", optopt);
+      return usage_error(cmd, "unknown flag \"%s\"", argv[optind - 1]);
+    }
+  }
+  if (argc - optind > 1)
+    return usage_error(cmd, "\"%s\" takes one context, got %d", cmd, argc - optind);
+  if (argc - optind == 1)
+    o->context = xstrdup(argv[optind]);
+  return -1;
+}
+
+static void print_warnings(const struct builder_plan *plan)
+{
+  const struct parser_dockerfile *df = plan->df;
+  for (size_t i = 0; i < df->warnings.n; i++)
+    fprintf(stderr, "cbuild: warning: %s\n", df->warnings.v[i]);
+  if (plan->unused_args.n) {
+    fputs("cbuild: warning: build args not consumed by any stage:", stderr);
+    for (size_t i = 0; i < plan->unused_args.n; i++)
+      fprintf(stderr, " %s", plan->unused_args.v[i]);
+    fputc('\n', stderr);
+  }
+}
+
+int builder_cmd_parse(int argc, char **argv, const char *root)
+{
+  struct builder_options o = { 0 };
+  struct builder_plan plan;
+  struct cb_error err;
+  char *json;
+  int rc = options_parse("parse", parse_options, ":f:h", parse_usage, argc, argv, &o);
+  (void)root;
+  if (rc >= 0)
+    goto out;
+  if (builder_plan_load(&o, &plan, &err) < 0) {
+    builder_plan_release(&plan);
+    rc = fail(&err);
+    goto out;
+  }
+  print_warnings(&plan);
+  json = builder_plan_json(&plan);
+  puts(json);
+  free(json);
+  builder_plan_release(&plan);
+  rc = BUILDER_EXIT_OK;
+out:
+  builder_options_release(&o);
+  return rc;
+}
+
+static size_t plan_step_count(const struct builder_plan *plan)
+{
+  size_t n = 0;
+  for (size_t i = 0; i < plan->df->n_stages; i++)
+    if (plan->df->stages[i].reachable)
+      n += plan->df->stages[i].n_steps;
+  return n;
+}
+
+int builder_cmd_build(int argc, char **argv, const char *root)
+{
+  struct builder_options o = { 0 };
+  struct builder_plan plan;
+  struct cb_error err;
+  struct stat stt;
+  int rc = options_parse("build", build_options, ":t:f:qo:h", build_usage, argc, argv, &o);
+  if (rc >= 0)
+    goto out;
+  if (!o.context) {
+    rc = usage_error("build", "a build context is required, such as \".\"");
+    goto out;
+  }
+  if (!o.root && root)
+    o.root = xstrdup(root);
+  {
+    char *r = cache_root(o.root, &err);
+    if (!r) {
+      rc = fail(&err);
+      goto out;
+    }
+    free(o.root);
+    o.root = r;
+  }
+  if (stat(o.context, &stt) < 0 || !S_ISDIR(stt.st_mode)) {
+    cb_error_errno(&err, stat(o.context, &stt) < 0 ? errno : ENOTDIR,
+                   "build context \"%s\"", o.context);
+    rc = fail(&err);
+    goto out;
+  }
+  if (builder_plan_load(&o, &plan, &err) < 0) {
+    builder_plan_release(&plan);
+    rc = fail(&err);
+    goto out;
+  }
+  print_warnings(&plan);
+  /* Steps run once the image store and the sandbox land (issues 3 and 4):
+   * say so plainly rather than pretend, and build nothing. */
+  fprintf(stderr,
+          "cbuild: %s is valid (%zu stages, %zu steps for stage %d); running steps is not "
+          "implemented yet, so no image was built (see 'cbuild parse')\n",
+          plan.df->file, plan.df->n_stages, plan_step_count(&plan), plan.df->target);
+  builder_plan_release(&plan);
+  rc = BUILDER_EXIT_FAIL;
+out:
+  builder_options_release(&o);
+  return rc;
+}

@@ -1,0 +1,86 @@
+/* cbuild: the entry point; global options, then the command. */
+#include "builder.h"
+
+#include <sys/stat.h>
+
+static const char main_usage[] =
+    "Usage: cbuild [--root DIR] [COMMAND] [OPTIONS]\n"
+    "\n"
+    "A daemonless image builder: reads a Dockerfile and a build context and\n"
+    "produces an OCI image, as root or rootless.\n"
+    "\n"
+    "Commands:\n"
+    "  build      build an image from a Dockerfile (the default: cbuild -t app .)\n"
+    "  parse      print a Dockerfile's stages and steps as JSON\n"
+    "  help       show this help\n"
+    "  version    show the version\n"
+    "\n"
+    "Global options:\n"
+    "      --root DIR   the store (default $CBUILD_ROOT, /var/lib/cbuild for root,\n"
+    "                   else ~/.local/share/cbuild)\n"
+    "  -h, --help       show this help; 'cbuild COMMAND --help' for a command's\n"
+    "      --version    show the version\n";
+
+static bool is_command_word(const char *s)
+{
+  struct stat st;
+  if (!(*s >= 'a' && *s <= 'z') || stat(s, &st) == 0)
+    return false;
+  for (; *s; s++)
+    if (!(*s >= 'a' && *s <= 'z') && *s != '-')
+      return false;
+  return true;
+}
+
+int main(int argc, char **argv)
+{
+  const char *root = NULL;
+  int i = 1;
+
+  /* Global options come before the command. */
+  while (i < argc) {
+    if (strcmp(argv[i], "--version") == 0) {
+      printf("cbuild version %s\n", CBUILD_VERSION);
+      return BUILDER_EXIT_OK;
+    }
+    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+      fputs(main_usage, stdout);
+      return BUILDER_EXIT_OK;
+    }
+    if (strcmp(argv[i], "--root") == 0 && i + 1 < argc && i + 2 < argc &&
+        argv[i + 2][0] != '-') {
+      /* `cbuild --root DIR build ...`; otherwise --root is build's own flag */
+      root = argv[i + 1];
+      i += 2;
+      continue;
+    }
+    if (strncmp(argv[i], "--root=", 7) == 0 && i + 1 < argc && argv[i + 1][0] != '-') {
+      root = argv[i] + 7;
+      i++;
+      continue;
+    }
+    break;
+  }
+  if (i >= argc) {
+    fputs("cbuild: a command or a build context is required (see 'cbuild --help')\n", stderr);
+    return BUILDER_EXIT_USAGE;
+  }
+  if (strcmp(argv[i], "build") == 0)
+    return builder_cmd_build(argc - i, argv + i, root);
+  if (strcmp(argv[i], "parse") == 0)
+    return builder_cmd_parse(argc - i, argv + i, root);
+  if (strcmp(argv[i], "help") == 0) {
+    fputs(main_usage, stdout);
+    return BUILDER_EXIT_OK;
+  }
+  if (strcmp(argv[i], "version") == 0) {
+    printf("cbuild version %s\n", CBUILD_VERSION);
+    return BUILDER_EXIT_OK;
+  }
+  if (is_command_word(argv[i])) {
+    fprintf(stderr, "cbuild: unknown command \"%s\" (see 'cbuild --help')\n", argv[i]);
+    return BUILDER_EXIT_USAGE;
+  }
+  /* `cbuild -t app .`: build without the word. getopt skips argv[0]. */
+  return builder_cmd_build(argc - i + 1, argv + i - 1, root);
+}

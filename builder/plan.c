@@ -1,0 +1,157 @@
+/*
+ * The build plan: read the Dockerfile, resolve the stage graph for the
+ * build args and target, check what names images, and substitute the
+ * steps of every stage the target needs.
+ */
+#include "builder.h"
+
+#include "../oci/oci.h"
+
+#include <errno.h>
+
+static int read_dockerfile(const struct builder_options *o, struct strbuf *text, char **name,
+                           struct cb_error *err)
+{
+  if (o->file && strcmp(o->file, "-") == 0) {
+    *name = xstrdup("Dockerfile");
+    return cb_read_stream(stdin, "standard input", text, err);
+  }
+  if (o->file)
+    *name = xstrdup(o->file);
+  else
+    *name = xasprintf("%s/Dockerfile", o->context ? o->context : ".");
+  if (cb_read_file(*name, text, err) < 0)
+    return cb_error_wrap(err, "read the Dockerfile");
+  return 0;
+}
+
+/* The name messages use for the Dockerfile: as given, or as the context's. */
+static const char *display_name(const struct builder_options *o, const char *path)
+{
+  if (o->file)
+    return strcmp(o->file, "-") == 0 ? "Dockerfile" : o->file;
+  (void)path;
+  return "Dockerfile";
+}
+
+static int parser_fail(struct cb_error *err, const struct parser_error *pe)
+{
+  char line[sizeof(err->msg)];
+  parser_error_format(pe, line, sizeof(line));
+  return cb_error_set(err, "%s", line);
+}
+
+/* Every image a reachable stage names must be a valid reference. */
+static int check_images(const struct parser_dockerfile *df, struct cb_error *err)
+{
+  for (size_t i = 0; i < df->n_stages; i++) {
+    const struct parser_stage *st = &df->stages[i];
+    if (!st->reachable)
+      continue;
+    if (st->base_stage < 0 && !st->base_scratch && !oci_reference_valid(st->base))
+      return cb_error_set(err, "%s:%d: FROM: \"%s\" names no earlier stage and is not a valid image reference",
+                          df->file, st->from->line, st->base);
+    for (size_t s = 0; s < st->n_steps; s++) {
+      const struct parser_step *step = &st->steps[s];
+      if (step->from && step->from_stage < 0 && !oci_reference_valid(step->from))
+        return cb_error_set(err, "%s:%d: %s --from: \"%s\" names no stage and is not a valid image reference",
+                            df->file, step->line, parser_instr_name(step->instr), step->from);
+      for (size_t m = 0; m < step->n_mounts; m++) {
+        const struct parser_mount *mnt = &step->mounts[m];
+        if (mnt->from && mnt->from_stage < 0 && !oci_reference_valid(mnt->from))
+          return cb_error_set(err, "%s:%d: RUN --mount from=%s: names no stage and is not a valid image reference",
+                              df->file, step->line, mnt->from);
+      }
+    }
+  }
+  return 0;
+}
+
+int builder_plan_load(const struct builder_options *o, struct builder_plan *plan,
+                      struct cb_error *err)
+{
+  cleanup_strbuf struct strbuf text = STRBUF_INIT;
+  cleanup_free char *path = NULL;
+  struct parser_error pe;
+  struct parser_dockerfile *df;
+  struct strvec used = STRVEC_INIT;
+
+  memset(plan, 0, sizeof(*plan));
+  if (read_dockerfile(o, &text, &path, err) < 0)
+    return -1;
+  df = parser_parse(display_name(o, path), text.buf, text.len, &pe);
+  if (!df)
+    return parser_fail(err, &pe);
+  plan->df = df;
+  if (parser_resolve(df, &o->args, &pe) < 0)
+    return parser_fail(err, &pe);
+  if (check_images(df, err) < 0)
+    return -1;
+
+  plan->steps = xcalloc(df->n_stages, sizeof(*plan->steps));
+  plan->scopes = xcalloc(df->n_stages, sizeof(*plan->scopes));
+  for (size_t i = 0; i < df->n_stages; i++) {
+    const struct parser_stage *st = &df->stages[i];
+    if (!st->reachable)
+      continue;
+    /* A stage built on another starts from where that one ended; an image's
+     * own ENV comes with the image store.  Like BuildKit, a base without a
+     * PATH gets the default one. */
+    if (st->base_stage >= 0)
+      parser_vars_copy(&plan->scopes[i], &plan->scopes[st->base_stage]);
+    else if (st->base_scratch)
+      parser_vars_set(&plan->scopes[i], "PATH", BUILDER_DEFAULT_PATH, PARSER_VAR_ENV);
+    if (parser_stage_expand(df, (int)i, &o->args, &plan->scopes[i], &plan->steps[i], &used,
+                            &pe) < 0) {
+      strvec_clear(&used);
+      return parser_fail(err, &pe);
+    }
+  }
+  /* Global ARGs count as consumed too, as in docker build. */
+  for (size_t i = 0; i < df->n_global_args; i++)
+    for (size_t k = 0; k < df->global_args[i].n_kvs; k++)
+      if (strvec_find(&used, df->global_args[i].kvs[k].key) < 0)
+        strvec_push(&used, df->global_args[i].kvs[k].key);
+  for (size_t i = 0; i < o->args.n_kvs; i++) {
+    const char *k = o->args.kvs[i].key;
+    if (strvec_find(&used, k) < 0 && !cb_streq_ci(k, "http_proxy") && !cb_streq_ci(k, "https_proxy") &&
+        !cb_streq_ci(k, "ftp_proxy") && !cb_streq_ci(k, "no_proxy") && !cb_streq_ci(k, "all_proxy"))
+      strvec_push(&plan->unused_args, k);
+  }
+  strvec_clear(&used);
+  return 0;
+}
+
+void builder_plan_release(struct builder_plan *plan)
+{
+  if (plan->df) {
+    for (size_t i = 0; i < plan->df->n_stages; i++) {
+      if (plan->steps && plan->steps[i])
+        parser_steps_free(plan->steps[i], plan->df->stages[i].n_steps);
+      if (plan->scopes)
+        parser_vars_release(&plan->scopes[i]);
+    }
+  }
+  free(plan->steps);
+  free(plan->scopes);
+  strvec_clear(&plan->unused_args);
+  parser_dockerfile_free(plan->df);
+  memset(plan, 0, sizeof(*plan));
+}
+
+int builder_build_arg_add(struct parser_build_args *ba, const char *spec, struct cb_error *err)
+{
+  const char *eq = strchr(spec, '=');
+  if (eq == spec || *spec == '\0')
+    return cb_error_set(err, "invalid build arg \"%s\": want KEY=VALUE or KEY", spec);
+  if (eq) {
+    cleanup_free char *key = xstrndup(spec, (size_t)(eq - spec));
+    parser_build_args_set(ba, key, eq + 1);
+  } else {
+    /* A bare KEY takes its value from the environment; unset, it is left out. */
+    const char *v = getenv(spec);
+    if (v)
+      parser_build_args_set(ba, spec, v);
+  }
+  return 0;
+}

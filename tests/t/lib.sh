@@ -1,0 +1,60 @@
+# Shared helpers for the integration tests: source it, call plan-free TAP
+# helpers, end with `finish`.  $CBUILD is the binary under test, $TD the
+# testdata folder, $TMP a scratch folder removed at exit.
+set -u
+: "${CBUILD:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/cbuild}"
+TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+TD=$TOP/testdata
+TMP=$(mktemp -d /tmp/cbuild-t.XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
+t_n=0
+t_failed=0
+
+ok() { t_n=$((t_n + 1)); echo "ok $t_n - $1"; }
+not_ok() {
+  t_n=$((t_n + 1)); t_failed=$((t_failed + 1))
+  echo "not ok $t_n - $1"
+  shift
+  for l in "$@"; do printf '%s\n' "$l" | sed 's/^/# /'; done
+}
+
+# check NAME CMD...: passes when CMD succeeds
+check() {
+  local name=$1; shift
+  local out
+  if out=$("$@" 2>&1); then ok "$name"; else not_ok "$name" "command: $*" "$out"; fi
+}
+
+# run_cbuild ARGS...: runs $CBUILD, leaving stdout in $TMP/out, stderr in
+# $TMP/err and the exit status in $rc
+run_cbuild() {
+  "$CBUILD" "$@" >"$TMP/out" 2>"$TMP/err"
+  rc=$?
+}
+
+# expect_rc NAME RC: the last run_cbuild exited with RC
+expect_rc() {
+  if [ "$rc" -eq "$2" ]; then ok "$1"; else
+    not_ok "$1" "exit status $rc, expected $2" "stdout: $(head -c 2000 "$TMP/out")" "stderr: $(head -c 2000 "$TMP/err")"
+  fi
+}
+
+# expect_err NAME TEXT: the last run_cbuild failed and stderr contains TEXT
+expect_err() {
+  if [ "$rc" -ne 0 ] && grep -qF -- "$2" "$TMP/err"; then ok "$1"; else
+    not_ok "$1" "exit status $rc; stderr lacks: $2" "stderr: $(head -c 2000 "$TMP/err")"
+  fi
+}
+
+# expect_eq NAME GOT WANT
+expect_eq() {
+  if [ "$2" == "$3" ]; then ok "$1"; else not_ok "$1" "got:  $2" "want: $3"; fi
+}
+
+# jqo FILTER: apply a jq filter to the last stdout
+jqo() { jq -r "$1" "$TMP/out"; }
+
+finish() {
+  echo "1..$t_n"
+  [ "$t_failed" -eq 0 ]
+}
