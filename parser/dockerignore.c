@@ -170,7 +170,7 @@ static void path_clean(const char *p, size_t n, struct strbuf *out)
 /* ---- a small regular-expression engine for Go's RE2 syntax ---- */
 
 enum re_op {
-  RE_CLASS,  /* consume a rune in ranges[x .. x + y) (pairs), or not in them when neg */
+  RE_CLASS,  /* consume a rune in pairs x .. x + y of ranges (not in them if arg) */
   RE_ANY,    /* consume any rune but '\n' (Go's `.` without the s flag) */
   RE_ASSERT, /* empty-width test `arg` (enum re_assert), then go on */
   RE_SPLIT,  /* go on at x and at y */
@@ -700,6 +700,9 @@ static void re_compile(struct re_prog *prog, const struct re_tok *toks,
       nframes++;
       break;
     case TOK_CLOSE:
+      /* re_parse() pairs every CLOSE with an earlier OPEN. */
+      if (nframes == 0)
+        break;
       nframes--;
       re_quant_end(prog, t->quant, frames[nframes].split, frames[nframes].body);
       break;
@@ -747,26 +750,37 @@ struct re_set {
 
 /* Scratch space for one match, sized for the largest program. */
 struct re_work {
-  struct re_set a, b;
-  uint32_t *stack;
+  struct re_set a, b, c;
+  uint32_t *stack, *seeds;
 };
+
+static void re_set_init(struct re_set *s, size_t k)
+{
+  /* Zeroed, so that the sparse array holds no indeterminate values. */
+  s->dense = xcalloc(k, sizeof(uint32_t));
+  s->sparse = xcalloc(k, sizeof(uint32_t));
+  s->n = 0;
+}
 
 static void re_work_init(struct re_work *w, size_t ninst)
 {
   size_t k = ninst ? ninst : 1;
-  /* Zeroed, so that the sparse arrays hold no indeterminate values. */
-  w->a = (struct re_set){ xcalloc(k, sizeof(uint32_t)), xcalloc(k, sizeof(uint32_t)), 0 };
-  w->b = (struct re_set){ xcalloc(k, sizeof(uint32_t)), xcalloc(k, sizeof(uint32_t)), 0 };
+  re_set_init(&w->a, k);
+  re_set_init(&w->b, k);
+  re_set_init(&w->c, k);
   w->stack = xcalloc(k, sizeof(uint32_t));
+  w->seeds = xcalloc(k, sizeof(uint32_t));
 }
 
 static void re_work_release(struct re_work *w)
 {
-  free(w->a.dense);
-  free(w->a.sparse);
-  free(w->b.dense);
-  free(w->b.sparse);
+  struct re_set *sets[] = { &w->a, &w->b, &w->c };
+  for (size_t i = 0; i < CB_ARRAY_SIZE(sets); i++) {
+    free(sets[i]->dense);
+    free(sets[i]->sparse);
+  }
   free(w->stack);
+  free(w->seeds);
 }
 
 static bool re_set_has(const struct re_set *s, uint32_t pc)
@@ -866,17 +880,39 @@ static int64_t re_rune_at(const unsigned char *s, size_t len, size_t pos)
   return r;
 }
 
+static bool re_set_has_match(const struct re_prog *prog, const struct re_set *s)
+{
+  for (size_t i = 0; i < s->n; i++) {
+    if (prog->inst[s->dense[i]].op == RE_MATCH)
+      return true;
+  }
+  return false;
+}
+
+enum re_mode {
+  RE_WHOLE,     /* does the text match? */
+  RE_OR_PARENT, /* does the text, or its part before some '/', match? */
+  RE_PREFIX,    /* the text is only the start: see re_can_extend() */
+};
+
 /*
  * Run prog over s[0..len).  The expression starts with `^`, so only a
  * match from position 0 counts, and like Go's MatchString any match does.
- * With `open_end`, s is only a prefix of the text: instead of matching,
- * leave in w->a the instructions alive once s is consumed, with the rune
- * after s unknown.
+ *
+ * RE_OR_PARENT answers for s and for each parent s[0..k), s[k] == '/', in
+ * the same pass: a parent reads exactly like s up to k, and only the
+ * closure at k can tell that its text ends there, so at each '/' we close
+ * the states just entered once more as if the text ended.  This keeps a
+ * deep path at one pass instead of one per parent.
+ *
+ * With RE_PREFIX, s is only the start of the text: leave in w->a the
+ * instructions alive once s is consumed, with the rune after s unknown.
  */
 static bool re_run(const struct re_prog *prog, const char *str, size_t len,
-                   bool open_end, struct re_work *w)
+                   enum re_mode mode, struct re_work *w)
 {
   const unsigned char *s = (const unsigned char *)str;
+  bool open_end = mode == RE_PREFIX;
   struct re_ctx ctx = { -1, re_rune_at(s, len, 0), !open_end || len > 0 };
   size_t pos = 0;
 
@@ -885,26 +921,31 @@ static bool re_run(const struct re_prog *prog, const char *str, size_t len,
   for (;;) {
     struct re_set tmp;
     uint32_t r;
-    size_t width;
+    size_t nseeds = 0;
 
-    if (!open_end) {
-      for (size_t i = 0; i < w->a.n; i++) {
-        if (prog->inst[w->a.dense[i]].op == RE_MATCH)
-          return true;
-      }
-    }
+    if (!open_end && re_set_has_match(prog, &w->a))
+      return true;
     if (pos >= len || w->a.n == 0)
       return false;
-    width = utf8_decode(s + pos, len - pos, &r);
-    pos += width;
+    pos += utf8_decode(s + pos, len - pos, &r);
     ctx.prev = r;
     ctx.next = re_rune_at(s, len, pos);
     ctx.next_known = !open_end || pos < len;
     w->b.n = 0;
     for (size_t i = 0; i < w->a.n; i++) {
       uint32_t pc = w->a.dense[i];
-      if (re_consumes(prog, &prog->inst[pc], r))
+      if (re_consumes(prog, &prog->inst[pc], r)) {
+        w->seeds[nseeds++] = pc + 1;
         re_add(prog, &w->b, w->stack, pc + 1, &ctx);
+      }
+    }
+    if (mode == RE_OR_PARENT && pos < len && s[pos] == '/') {
+      struct re_ctx end = { r, -1, true };
+      w->c.n = 0;
+      for (size_t i = 0; i < nseeds; i++)
+        re_add(prog, &w->c, w->stack, w->seeds[i], &end);
+      if (re_set_has_match(prog, &w->c))
+        return true;
     }
     tmp = w->a;
     w->a = w->b;
@@ -922,7 +963,7 @@ static bool re_can_extend(const struct re_prog *prog, const char *prefix,
 {
   size_t sp = 0;
 
-  re_run(prog, prefix, len, true, w);
+  re_run(prog, prefix, len, RE_PREFIX, w);
   w->b.n = 0;
   for (size_t i = 0; i < w->a.n; i++) {
     uint32_t pc = w->a.dense[i];
@@ -991,55 +1032,64 @@ struct parser_ignore {
 #define IG_MAX_LINE 65535
 
 /*
+ * One end of a range in a filepath.Match character class (Go's getEsc):
+ * a character, maybe escaped, that must not be '-' or ']' and must be
+ * valid UTF-8, and the class must go on after it.  Returns NULL with *i
+ * moved past it, or why not.
+ */
+static const char *ig_class_char(const unsigned char *s, size_t len, size_t *i)
+{
+  uint32_t r;
+  size_t w;
+
+  if (*i >= len)
+    return "unterminated character class";
+  if (s[*i] == '-' || s[*i] == ']')
+    return "'-' or ']' out of place in character class";
+  if (s[*i] == '\\' && ++*i >= len)
+    return "unterminated character class";
+  w = utf8_decode(s + *i, len - *i, &r);
+  if (r == 0xfffd && w == 1)
+    return "invalid UTF-8 in character class";
+  *i += w;
+  return *i < len ? NULL : "unterminated character class";
+}
+
+/*
  * Whether the pattern text is well-formed for Go's filepath.Match, which
  * patternmatcher calls only to reject bad patterns.  Returns NULL or why
- * not.  A backslash escapes the next byte; a class needs at least one
- * range, and a range end may not be '-' or ']' (unless escaped) nor an
- * invalid UTF-8 sequence.
+ * not.  Current Go checks the whole pattern, even past the point where a
+ * match against "." has failed (Go 1.19 and older stopped there).
  */
 static const char *ig_check_syntax(const char *text, size_t len)
 {
   const unsigned char *s = (const unsigned char *)text;
+  const char *why;
   size_t i = 0;
 
   while (i < len) {
     if (s[i] == '\\') {
+      /* escapes the next byte */
       if (i + 1 >= len)
         return "trailing backslash";
       i += 2;
     } else if (s[i] == '[') {
-      size_t nrange = 0;
       i++;
       if (i < len && s[i] == '^')
         i++;
-      for (;;) {
-        if (i < len && s[i] == ']' && nrange > 0) {
+      /* one range or more, each "c" or "lo-hi", then ']' */
+      for (size_t nrange = 0;; nrange++) {
+        if (nrange > 0 && i < len && s[i] == ']') {
           i++;
           break;
         }
-        /* the low end, then maybe '-' and the high end */
-        for (int end = 0; end < 2; end++) {
-          uint32_t r;
-          size_t w;
-          if (i >= len)
-            return "unterminated character class";
-          if (s[i] == '-' || s[i] == ']')
-            return nrange == 0 && end == 0 && s[i] == ']'
-                       ? "empty character class"
-                       : "bad range in character class";
-          if (s[i] == '\\' && ++i >= len)
-            return "unterminated character class";
-          w = utf8_decode(s + i, len - i, &r);
-          if (r == 0xfffd && w == 1)
-            return "invalid UTF-8 in character class";
-          i += w;
-          if (i >= len)
-            return "unterminated character class";
-          if (end == 1 || s[i] != '-')
-            break;
+        if ((why = ig_class_char(s, len, &i)) != NULL)
+          return why;
+        if (s[i] == '-') {
           i++;
+          if ((why = ig_class_char(s, len, &i)) != NULL)
+            return why;
         }
-        nrange++;
       }
     } else {
       i++;
@@ -1167,7 +1217,7 @@ static bool ig_pattern_match(const struct ig_pattern *pt, const char *path,
     return n > 0 && suffix[0] == '/' && len == n - 1 &&
            memcmp(path, suffix + 1, n - 1) == 0;
   case IG_REGEXP:
-    return re_run(&pt->prog, path, len, false, w);
+    return re_run(&pt->prog, path, len, RE_WHOLE, w);
   }
   return false;
 }
@@ -1177,6 +1227,8 @@ static bool ig_pattern_match_or_parent(const struct ig_pattern *pt,
                                        const char *path, size_t len,
                                        struct re_work *w)
 {
+  if (pt->kind == IG_REGEXP)
+    return re_run(&pt->prog, path, len, RE_OR_PARENT, w);
   if (ig_pattern_match(pt, path, len, w))
     return true;
   for (size_t k = 0; k < len; k++) {

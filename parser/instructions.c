@@ -354,8 +354,12 @@ static int find_heredocs(const char *file, int line, const char *rest, struct pa
 
 /* ---- instruction forms ---- */
 
-/* RUN, CMD, ENTRYPOINT, SHELL: JSON exec form, else the shell form. */
-static int parse_maybe_json(const char *file, int line, const char *rest,
+/*
+ * A JSON array of strings (the exec form), else the rest as written: one
+ * string for RUN, CMD, ENTRYPOINT and SHELL, whitespace-separated words for
+ * COPY, ADD and VOLUME (`words`).
+ */
+static int parse_maybe_json(const char *file, int line, const char *rest, bool words,
                             struct parser_step *step, struct parser_error *err)
 {
   switch (parse_json_array(rest, &step->args)) {
@@ -368,26 +372,10 @@ static int parse_maybe_json(const char *file, int line, const char *rest,
   case JSON_NO:
     break;
   }
-  if (*rest)
+  if (words)
+    split_whitespace(rest, &step->args);
+  else if (*rest)
     strvec_push(&step->args, rest);
-  return 0;
-}
-
-/* COPY, ADD, VOLUME: a JSON array or whitespace-separated words. */
-static int parse_maybe_json_list(const char *file, int line, const char *rest,
-                                 struct parser_step *step, struct parser_error *err)
-{
-  switch (parse_json_array(rest, &step->args)) {
-  case JSON_YES:
-    step->json = true;
-    return 0;
-  case JSON_NOT_STRINGS:
-    return parser_error_set(err, file, line, "%s: the JSON array must hold only strings",
-                            parser_instr_name(step->instr));
-  case JSON_NO:
-    break;
-  }
-  split_whitespace(rest, &step->args);
   return 0;
 }
 
@@ -522,7 +510,7 @@ static int parse_healthcheck(const char *file, int line, const char *rest,
   if (sep != 3 || strcmp(type, "CMD") != 0)
     return parser_error_set(err, file, line, "unknown type \"%.*s\" in HEALTHCHECK (try CMD)",
                             (int)sep, rest);
-  if (parse_maybe_json(file, line, cmd, step, err) < 0)
+  if (parse_maybe_json(file, line, cmd, false, step, err) < 0)
     return -1;
   if (step->args.n == 0 || (!step->json && is_ws_only(step->args.v[0])))
     return parser_error_set(err, file, line, "missing command after HEALTHCHECK CMD");
@@ -737,13 +725,13 @@ int parser_instruction_parse(const char *file, const char *text, char escape, in
   case PARSER_CMD:
   case PARSER_ENTRYPOINT:
   case PARSER_SHELL:
-    if (parse_maybe_json(file, line, rest, step, err) < 0)
+    if (parse_maybe_json(file, line, rest, false, step, err) < 0)
       return -1;
     break;
   case PARSER_COPY:
   case PARSER_ADD:
   case PARSER_VOLUME:
-    if (parse_maybe_json_list(file, line, rest, step, err) < 0)
+    if (parse_maybe_json(file, line, rest, true, step, err) < 0)
       return -1;
     break;
   case PARSER_ENV:

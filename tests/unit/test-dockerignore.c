@@ -309,6 +309,27 @@ static void test_escapes(void)
   CHECK(!excl("*\\.txt", "xatxt"));
 }
 
+/*
+ * patternmatcher rewrites patterns into Go regexps textually, and Docker
+ * users live with the result; these pin down what it does.
+ */
+static void test_regexp_quirks(void)
+{
+  /* An escaped letter reaches the regexp as is: `\d` is a digit. */
+  CHECK(excl("v\\d", "v5"));
+  CHECK(!excl("v\\d", "vd"));
+  /* '^' is an anchor in a regexp pattern, a plain character otherwise. */
+  CHECK(excl("a^b", "a^b"));
+  CHECK(!excl("a^b?", "a^bc"));
+  /* "[*]" becomes "[[^/]*]": '[', '^' or '/' repeated, then ']'. */
+  CHECK(excl("[*]", "]"));
+  CHECK(excl("[*]", "[^]"));
+  CHECK(!excl("[*]", "*"));
+  /* "**" not followed by '/' still means "any directories, then". */
+  CHECK(excl("a**b", "ax/b"));
+  CHECK(!excl("a**b", "axb"));
+}
+
 static void test_bang_error(void)
 {
   struct parser_error err = ig_fail("foo\n\n!\nbar\n");
@@ -512,6 +533,7 @@ static const struct unit_test tests[] = {
   { "question_mark", test_question_mark },
   { "char_classes", test_char_classes },
   { "escapes", test_escapes },
+  { "regexp_quirks", test_regexp_quirks },
   { "bang_error", test_bang_error },
   { "bad_patterns", test_bad_patterns },
   { "dir_needs_walk", test_dir_needs_walk },
