@@ -9,7 +9,7 @@
 
 PREFIX ?= /usr/local
 VERSION := 0.1.0
-PKGS := libarchive libcrypto libzstd jansson libcurl libseccomp
+PKGS := libarchive libcrypto libzstd libdeflate jansson libcurl libseccomp
 
 CC ?= cc
 B ?= build

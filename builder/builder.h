@@ -7,7 +7,11 @@
 #define CBUILD_BUILDER_H
 
 #include "../common/common.h"
+#include "../oci/oci.h"
 #include "../parser/parser.h"
+
+struct cache_store;
+struct progress;
 
 /* The PATH of a base image that sets none, as in Docker. */
 #define BUILDER_DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -33,6 +37,7 @@ struct builder_options {
   char *root; /* --root or CBUILD_ROOT; NULL: the default store */
   char *progress; /* auto, plain, tty or quiet */
   bool no_cache;
+  struct oci_layer_options layer; /* --compression, --compression-level */
 };
 
 void builder_options_release(struct builder_options *o);
@@ -49,12 +54,22 @@ struct builder_plan {
 };
 
 /*
- * Read the Dockerfile named by the options and make its plan.  A failure
- * fills err with one line: "FILE:LINE: what is wrong".
+ * Read the Dockerfile named by the options and make its plan.  The store,
+ * when given, supplies the ENV of base images it holds.  A failure fills
+ * err with one line: "FILE:LINE: what is wrong".
  */
-int builder_plan_load(const struct builder_options *o, struct builder_plan *plan,
-                      struct cb_error *err);
+int builder_plan_load(const struct builder_options *o, struct cache_store *store,
+                      struct builder_plan *plan, struct cb_error *err);
 void builder_plan_release(struct builder_plan *plan);
+
+/*
+ * Build the plan's target into the store: tag it, write the outputs, and
+ * put the image ID (its config digest) in image_id.  Nothing is tagged or
+ * exported unless every step succeeded.
+ */
+int builder_build(const struct builder_options *o, struct builder_plan *plan,
+                  struct cache_store *store, struct progress *p,
+                  char image_id[OCI_DIGEST_SIZE], struct cb_error *err);
 
 /* The plan as the JSON `cbuild parse` prints. */
 char *builder_plan_json(const struct builder_plan *plan);
@@ -63,6 +78,11 @@ char *builder_plan_json(const struct builder_plan *plan);
  * and returns an exit status. */
 int builder_cmd_build(int argc, char **argv, const char *root);
 int builder_cmd_parse(int argc, char **argv, const char *root);
+int builder_cmd_images(int argc, char **argv, const char *root);
+int builder_cmd_inspect(int argc, char **argv, const char *root);
+int builder_cmd_rmi(int argc, char **argv, const char *root);
+int builder_cmd_tag(int argc, char **argv, const char *root);
+int builder_cmd_save(int argc, char **argv, const char *root);
 
 /* Parse "K=V" (or a bare K, whose value comes from the environment, as
  * docker does) into a build arg; -1 and err on "=V". */

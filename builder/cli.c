@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static const char build_usage[] =
     "Usage: cbuild [build] [OPTIONS] CONTEXT\n"
@@ -27,6 +28,9 @@ static const char build_usage[] =
     "      --progress MODE       auto, plain, tty or quiet (default auto)\n"
     "  -q, --quiet               print only errors\n"
     "  -o, --output SPEC         type=oci,dest=FILE[,tar=false] or type=docker,dest=FILE\n"
+    "                            (dest=- writes the tar to standard output)\n"
+    "      --compression ALG     layer compression: gzip (default), zstd or none\n"
+    "      --compression-level N the compressor's level\n"
     "      --root DIR            the store (default $CBUILD_ROOT, /var/lib/cbuild for root,\n"
     "                            else ~/.local/share/cbuild)\n"
     "  -h, --help                show this help\n";
@@ -51,6 +55,8 @@ enum {
   OPT_LABEL,
   OPT_PROGRESS,
   OPT_ROOT,
+  OPT_COMPRESSION,
+  OPT_COMPRESSION_LEVEL,
 };
 
 static const struct option build_options[] = {
@@ -64,6 +70,8 @@ static const struct option build_options[] = {
   { "quiet", no_argument, NULL, 'q' },
   { "output", required_argument, NULL, 'o' },
   { "root", required_argument, NULL, OPT_ROOT },
+  { "compression", required_argument, NULL, OPT_COMPRESSION },
+  { "compression-level", required_argument, NULL, OPT_COMPRESSION_LEVEL },
   { "help", no_argument, NULL, 'h' },
   { NULL, 0, NULL, 0 },
 };
@@ -227,6 +235,18 @@ static int options_parse(const char *cmd, const struct option *longopts, const c
       free(o->root);
       o->root = xstrdup(optarg);
       break;
+    case OPT_COMPRESSION:
+      if (oci_compression_parse(optarg, &o->layer.compression) < 0)
+        return usage_error(cmd, "invalid --compression \"%s\": want gzip, zstd or none", optarg);
+      break;
+    case OPT_COMPRESSION_LEVEL: {
+      char *end;
+      long v = strtol(optarg, &end, 10);
+      if (*end || end == optarg || v < 0 || v > 22)
+        return usage_error(cmd, "invalid --compression-level \"%s\": want 0 to 22", optarg);
+      o->layer.level = (int)v;
+      break;
+    }
     case 'h':
       fputs(usage, stdout);
       return BUILDER_EXIT_OK;
@@ -258,17 +278,29 @@ static void print_warnings(const struct builder_plan *plan)
   }
 }
 
+/* The store, for reading only: NULL when it does not exist yet. */
+static struct cache_store *store_if_present(const char *root_flag)
+{
+  struct cb_error err;
+  struct stat st;
+  cleanup_free char *root = cache_root(root_flag, &err);
+  if (!root || stat(root, &st) < 0 || !S_ISDIR(st.st_mode))
+    return NULL;
+  return cache_store_open(root, &err);
+}
+
 int builder_cmd_parse(int argc, char **argv, const char *root)
 {
   struct builder_options o = { 0 };
   struct builder_plan plan;
   struct cb_error err;
+  struct cache_store *store = NULL;
   char *json;
   int rc = options_parse("parse", parse_options, ":f:h", parse_usage, argc, argv, &o);
-  (void)root;
   if (rc >= 0)
     goto out;
-  if (builder_plan_load(&o, &plan, &err) < 0) {
+  store = store_if_present(root);
+  if (builder_plan_load(&o, store, &plan, &err) < 0) {
     builder_plan_release(&plan);
     rc = fail(&err);
     goto out;
@@ -280,17 +312,10 @@ int builder_cmd_parse(int argc, char **argv, const char *root)
   builder_plan_release(&plan);
   rc = BUILDER_EXIT_OK;
 out:
+  if (store)
+    cache_store_close(store);
   builder_options_release(&o);
   return rc;
-}
-
-static size_t plan_step_count(const struct builder_plan *plan)
-{
-  size_t n = 0;
-  for (size_t i = 0; i < plan->df->n_stages; i++)
-    if (plan->df->stages[i].reachable)
-      n += plan->df->stages[i].n_steps;
-  return n;
 }
 
 int builder_cmd_build(int argc, char **argv, const char *root)
@@ -299,9 +324,15 @@ int builder_cmd_build(int argc, char **argv, const char *root)
   struct builder_plan plan;
   struct cb_error err;
   struct stat stt;
+  struct cache_store *store = NULL;
+  struct progress *p = NULL;
+  enum progress_mode mode = PROGRESS_AUTO;
+  char image_id[OCI_DIGEST_SIZE];
   int rc = options_parse("build", build_options, ":t:f:qo:h", build_usage, argc, argv, &o);
+  memset(&plan, 0, sizeof(plan));
   if (rc >= 0)
     goto out;
+  rc = BUILDER_EXIT_FAIL;
   if (!o.context) {
     rc = usage_error("build", "a build context is required, such as \".\"");
     goto out;
@@ -311,7 +342,7 @@ int builder_cmd_build(int argc, char **argv, const char *root)
   {
     char *r = cache_root(o.root, &err);
     if (!r) {
-      rc = fail(&err);
+      fail(&err);
       goto out;
     }
     free(o.root);
@@ -320,24 +351,42 @@ int builder_cmd_build(int argc, char **argv, const char *root)
   if (stat(o.context, &stt) < 0 || !S_ISDIR(stt.st_mode)) {
     cb_error_errno(&err, stat(o.context, &stt) < 0 ? errno : ENOTDIR,
                    "build context \"%s\"", o.context);
-    rc = fail(&err);
+    fail(&err);
     goto out;
   }
-  if (builder_plan_load(&o, &plan, &err) < 0) {
-    builder_plan_release(&plan);
-    rc = fail(&err);
+  store = cache_store_open(o.root, &err);
+  if (!store) {
+    fail(&err);
+    goto out;
+  }
+  if (builder_plan_load(&o, store, &plan, &err) < 0) {
+    fail(&err);
     goto out;
   }
   print_warnings(&plan);
-  /* Steps run once the image store and the sandbox land (issues 3 and 4):
-   * say so plainly rather than pretend, and build nothing. */
-  fprintf(stderr,
-          "cbuild: %s is valid (%zu stages, %zu steps for stage %d); running steps is not "
-          "implemented yet, so no image was built (see 'cbuild parse')\n",
-          plan.df->file, plan.df->n_stages, plan_step_count(&plan), plan.df->target);
-  builder_plan_release(&plan);
-  rc = BUILDER_EXIT_FAIL;
+  if (o.progress)
+    progress_mode_parse(o.progress, &mode);
+  p = progress_new(mode, STDERR_FILENO);
+  if (builder_build(&o, &plan, store, p, image_id, &err) < 0) {
+    progress_finish(p);
+    fail(&err);
+    goto out;
+  }
+  progress_finish(p);
+  /* docker build -q prints the image ID, unless stdout holds an archive */
+  if (mode == PROGRESS_QUIET) {
+    bool to_stdout = false;
+    for (size_t i = 0; i < o.n_outputs; i++)
+      to_stdout |= strcmp(o.outputs[i].dest, "-") == 0;
+    if (!to_stdout)
+      printf("%s\n", image_id);
+  }
+  rc = BUILDER_EXIT_OK;
 out:
+  progress_free(p);
+  builder_plan_release(&plan);
+  if (store)
+    cache_store_close(store);
   builder_options_release(&o);
   return rc;
 }

@@ -12,6 +12,11 @@ static const char main_usage[] =
     "Commands:\n"
     "  build      build an image from a Dockerfile (the default: cbuild -t app .)\n"
     "  parse      print a Dockerfile's stages and steps as JSON\n"
+    "  images     list the images of the store\n"
+    "  inspect    print an image's manifest and config\n"
+    "  rmi        remove image names\n"
+    "  tag        give an image another name\n"
+    "  save       write images as an OCI tarball\n"
     "  help       show this help\n"
     "  version    show the version\n"
     "\n"
@@ -65,10 +70,20 @@ int main(int argc, char **argv)
     fputs("cbuild: a command or a build context is required (see 'cbuild --help')\n", stderr);
     return BUILDER_EXIT_USAGE;
   }
-  if (strcmp(argv[i], "build") == 0)
-    return builder_cmd_build(argc - i, argv + i, root);
-  if (strcmp(argv[i], "parse") == 0)
-    return builder_cmd_parse(argc - i, argv + i, root);
+  {
+    static const struct {
+      const char *name;
+      int (*fn)(int, char **, const char *);
+    } commands[] = {
+      { "build", builder_cmd_build },     { "parse", builder_cmd_parse },
+      { "images", builder_cmd_images },   { "inspect", builder_cmd_inspect },
+      { "rmi", builder_cmd_rmi },         { "tag", builder_cmd_tag },
+      { "save", builder_cmd_save },
+    };
+    for (size_t c = 0; c < CB_ARRAY_SIZE(commands); c++)
+      if (strcmp(argv[i], commands[c].name) == 0)
+        return commands[c].fn(argc - i, argv + i, root);
+  }
   if (strcmp(argv[i], "help") == 0) {
     fputs(main_usage, stdout);
     return BUILDER_EXIT_OK;

@@ -5,6 +5,7 @@
  */
 #include "builder.h"
 
+#include "../cache/cache.h"
 #include "../oci/oci.h"
 
 #include <errno.h>
@@ -67,8 +68,44 @@ static int check_images(const struct parser_dockerfile *df, struct cb_error *err
   return 0;
 }
 
-int builder_plan_load(const struct builder_options *o, struct builder_plan *plan,
-                      struct cb_error *err)
+/* The ENV of a base image in the store, when it is there. */
+static void image_env(struct cache_store *store, const char *name, struct parser_vars *scope)
+{
+  struct oci_descriptor desc;
+  struct oci_manifest m;
+  struct oci_config c;
+  struct cb_error ignored;
+  cleanup_strbuf struct strbuf text = STRBUF_INIT;
+  bool have_path = false;
+  if (!store || cache_tag_get(store, name, &desc, &ignored) != 0)
+    return;
+  memset(&m, 0, sizeof(m));
+  memset(&c, 0, sizeof(c));
+  if (cache_blob_read(store, desc.digest, &text, &ignored) == 0 &&
+      oci_manifest_parse(text.buf, text.len, &m, &ignored) == 0) {
+    strbuf_reset(&text);
+    if (cache_blob_read(store, m.config.digest, &text, &ignored) == 0 &&
+        oci_config_parse(text.buf, text.len, &c, &ignored) == 0) {
+      for (size_t i = 0; i < c.env.n; i++) {
+        cleanup_free char *k = xstrdup(c.env.v[i]);
+        char *eq = strchr(k, '=');
+        if (!eq)
+          continue;
+        *eq = '\0';
+        have_path |= strcmp(k, "PATH") == 0;
+        parser_vars_set(scope, k, eq + 1, PARSER_VAR_ENV);
+      }
+    }
+  }
+  if (!have_path)
+    parser_vars_set(scope, "PATH", BUILDER_DEFAULT_PATH, PARSER_VAR_ENV);
+  oci_config_release(&c);
+  oci_manifest_release(&m);
+  oci_descriptor_release(&desc);
+}
+
+int builder_plan_load(const struct builder_options *o, struct cache_store *store,
+                      struct builder_plan *plan, struct cb_error *err)
 {
   cleanup_strbuf struct strbuf text = STRBUF_INIT;
   cleanup_free char *path = NULL;
@@ -94,13 +131,14 @@ int builder_plan_load(const struct builder_options *o, struct builder_plan *plan
     const struct parser_stage *st = &df->stages[i];
     if (!st->reachable)
       continue;
-    /* A stage built on another starts from where that one ended; an image's
-     * own ENV comes with the image store.  Like BuildKit, a base without a
-     * PATH gets the default one. */
+    /* A stage built on another starts from where that one ended, an image
+     * with its ENV; like BuildKit, a base without a PATH gets the default. */
     if (st->base_stage >= 0)
       parser_vars_copy(&plan->scopes[i], &plan->scopes[st->base_stage]);
     else if (st->base_scratch)
       parser_vars_set(&plan->scopes[i], "PATH", BUILDER_DEFAULT_PATH, PARSER_VAR_ENV);
+    else
+      image_env(store, st->base, &plan->scopes[i]);
     if (parser_stage_expand(df, (int)i, &o->args, &plan->scopes[i], &plan->steps[i], &used,
                             &pe) < 0) {
       strvec_clear(&used);

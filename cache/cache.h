@@ -1,11 +1,31 @@
 /*
- * cache: the local store: blobs, unpacked snapshots and the step cache.
- * For now it knows where the store lives.
+ * cache: the local store: blobs, tags and (in later issues) unpacked
+ * snapshots and the step cache.
+ *
+ * The store is itself an OCI image layout, so other tools read it as is
+ * (`skopeo inspect oci:$ROOT:app`):
+ *
+ *   ROOT/oci-layout            {"imageLayoutVersion": "1.0.0"}
+ *   ROOT/index.json            one manifest descriptor per tag, annotated with
+ *                              org.opencontainers.image.ref.name (the short
+ *                              name: "app", "app:v1", "localhost:5000/x:y";
+ *                              ":latest" dropped) and io.containerd.image.name
+ *                              (the full name)
+ *   ROOT/blobs/sha256/<hex>    content-addressed blobs
+ *   ROOT/tmp/                  blobs being written, never read as blobs
+ *   ROOT/lock                  flock()ed while index.json is rewritten
+ *
+ * A blob is written to ROOT/tmp, synced, its digest checked, and only then
+ * renamed into blobs/; index.json is replaced by rename under the lock.  A
+ * crash at any moment leaves at worst a stray file in tmp/.  Blobs read for
+ * export or unpack are checked against their digest; a bad one is treated
+ * as missing (and removed).
  */
 #ifndef CBUILD_CACHE_H
 #define CBUILD_CACHE_H
 
 #include "../common/common.h"
+#include "../oci/oci.h"
 
 /*
  * The store's location: `flag` (--root) when given, else $CBUILD_ROOT, else
@@ -14,5 +34,69 @@
  * with err set when no location can be found (no HOME for a user).
  */
 char *cache_root(const char *flag, struct cb_error *err);
+
+struct cache_store;
+
+/* Open the store at root, creating its layout when missing. */
+struct cache_store *cache_store_open(const char *root, struct cb_error *err);
+void cache_store_close(struct cache_store *s);
+const char *cache_store_root(const struct cache_store *s);
+
+/* ---- blobs ---- */
+
+/*
+ * A new temporary file in the store, for a blob being written; returns its
+ * fd (read-write) and path.  Hand it to cache_blob_commit(), or
+ * cache_blob_abort() on failure; both close fd, and the caller frees path.
+ */
+int cache_blob_create(struct cache_store *s, char **path, struct cb_error *err);
+/*
+ * Make the temporary file at path the blob `digest`: sync it, check that
+ * its content hashes to digest (unless `trusted`, when the writer already
+ * hashed exactly these bytes), then rename it into blobs/.  The temporary
+ * file is gone afterwards in every case.
+ */
+int cache_blob_commit(struct cache_store *s, int fd, const char *path, const char *digest,
+                      bool trusted, struct cb_error *err);
+void cache_blob_abort(struct cache_store *s, int fd, const char *path);
+/* Store a small blob held in memory; out gets its digest. */
+int cache_blob_put(struct cache_store *s, const void *data, size_t n, char out[OCI_DIGEST_SIZE],
+                   struct cb_error *err);
+bool cache_blob_exists(struct cache_store *s, const char *digest);
+/* Open a blob for reading; *size gets its size.  Not checked: for that,
+ * cache_blob_verify() or the blob source below. */
+int cache_blob_open(struct cache_store *s, const char *digest, int64_t *size,
+                    struct cb_error *err);
+/* Check a blob against its digest; a bad blob is removed and reported. */
+int cache_blob_verify(struct cache_store *s, const char *digest, struct cb_error *err);
+/* Read a (small, JSON) blob whole, checked. */
+int cache_blob_read(struct cache_store *s, const char *digest, struct strbuf *out,
+                    struct cb_error *err);
+/* A blob source for the archive writers: blobs are checked as they are opened. */
+void cache_blob_source(struct cache_store *s, struct oci_blob_source *src);
+
+/* ---- tags ---- */
+
+struct cache_tag {
+  char *name;                       /* the full name: docker.io/library/app:latest */
+  struct oci_descriptor manifest;   /* with its annotations */
+};
+
+/*
+ * Point the tag `name` (any reference Docker accepts; it is normalized) at
+ * the manifest, replacing an earlier image of that name.  The manifest must
+ * already be in the store.
+ */
+int cache_tag_set(struct cache_store *s, const char *name, const struct oci_descriptor *manifest,
+                  struct cb_error *err);
+/* Find a tag by any spelling of its name; 0 found, 1 not found, -1 error. */
+int cache_tag_get(struct cache_store *s, const char *name, struct oci_descriptor *manifest,
+                  struct cb_error *err);
+/* 0 removed, 1 not found, -1 error. */
+int cache_tag_remove(struct cache_store *s, const char *name, struct cb_error *err);
+/* Every tag, sorted by name; free with cache_tags_free. */
+int cache_tags_list(struct cache_store *s, struct cache_tag **tags, size_t *n,
+                    struct cb_error *err);
+void cache_tags_free(struct cache_tag *tags, size_t n);
 
 #endif

@@ -149,6 +149,22 @@ int cb_read_stream(FILE *f, const char *what, struct strbuf *out,
                    struct cb_error *err);
 int cb_read_file(const char *path, struct strbuf *out, struct cb_error *err);
 
+/* ---- files ---- */
+
+/*
+ * Open `path` beneath the directory rootfd without following any symlink
+ * and without leaving it (no "..", no absolute escape): openat2 with
+ * RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, or a component-by-component
+ * O_NOFOLLOW walk where openat2 is missing (forced by CBUILD_NO_OPENAT2=1).
+ * flags as for openat (O_NOFOLLOW and O_CLOEXEC are added).  Returns the fd,
+ * or -1 with errno (ELOOP for a symlink on the way, EXDEV for "..").
+ */
+int cb_open_beneath(int rootfd, const char *path, int flags);
+
+/* Remove name (relative to dirfd) and, for a directory, all it holds,
+ * never following symlinks.  -1 with errno on the first failure. */
+int cb_remove_tree(int dirfd, const char *name);
+
 /* git's banned.h: these invite overflows; use strbuf or snprintf. */
 #define CB_BANNED(func) sorry_##func##_is_banned_in_cbuild
 #undef strcpy

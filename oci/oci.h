@@ -7,14 +7,18 @@
  * It knows tars and JSON, not Dockerfiles, and uses no cbuild module but
  * common/.
  *
- * For now it holds the image reference API: parsing the names users write
- * ("alpine", "localhost:5000/app:v1", "repo@sha256:...") into registry,
- * repository, tag and digest, with Docker's normalization.
+ * Sections: image references, digests, layer tars (writing them in one
+ * streaming pass, extracting archives safely), the image JSON (config,
+ * manifest, index), and the archives images travel in (OCI layouts and
+ * tarballs, docker archives).
  */
 #ifndef CBUILD_OCI_H
 #define CBUILD_OCI_H
 
 #include "../common/common.h"
+
+#include <sys/stat.h>
+#include <sys/types.h>
 
 /* ---- image references ----
  *
@@ -101,5 +105,268 @@ char *oci_reference_familiar(const struct oci_reference *ref);
 
 /* Whether oci_reference_parse() would accept s. */
 bool oci_reference_valid(const char *s);
+
+/* ---- digests ---- */
+
+/* "sha256:" and 64 lowercase hex digits, with its NUL. */
+#define OCI_DIGEST_SIZE 72
+
+struct oci_hasher; /* an incremental SHA-256 (OpenSSL libcrypto) */
+struct oci_hasher *oci_hasher_new(void);
+void oci_hasher_update(struct oci_hasher *h, const void *data, size_t n);
+/* Write "sha256:<hex>" into out; the hasher can be reused after. */
+void oci_hasher_final(struct oci_hasher *h, char out[OCI_DIGEST_SIZE]);
+void oci_hasher_free(struct oci_hasher *h);
+void oci_digest_buf(const void *data, size_t n, char out[OCI_DIGEST_SIZE]);
+/* Hash what is left to read on fd; *size gets the byte count. */
+int oci_digest_fd(int fd, char out[OCI_DIGEST_SIZE], int64_t *size, struct cb_error *err);
+/* Whether d is "sha256:" and 64 lowercase hex digits. */
+bool oci_digest_valid(const char *d);
+
+/* ---- layer tars ----
+ *
+ * A layer is written in one streaming pass: entries go through libarchive
+ * (PAX, deterministic headers) into the compressor and out to a file
+ * descriptor, while the uncompressed stream is hashed into the diff_id and
+ * the compressed one into the blob digest.  Memory use does not grow with
+ * the layer: gzip compresses fixed-size blocks in parallel (a multi-member
+ * gzip stream, identical whatever the number of threads) and zstd uses its
+ * own workers.
+ *
+ * Determinism is the writer's job: entries must come sorted by path
+ * (strcmp order, which puts a directory before its contents), user and
+ * group names are empty, no atime or ctime is written, mtimes are clamped
+ * to source_date_epoch when it is >= 0, and the gzip header has no name and
+ * no time.
+ */
+enum oci_compression {
+  OCI_COMPRESSION_GZIP,
+  OCI_COMPRESSION_ZSTD,
+  OCI_COMPRESSION_NONE,
+};
+
+/* "gzip", "zstd" or "none"; -1 on anything else. */
+int oci_compression_parse(const char *s, enum oci_compression *c);
+/* The OCI layer media type: application/vnd.oci.image.layer.v1.tar[+gzip|+zstd]. */
+const char *oci_compression_media_type(enum oci_compression c);
+
+struct oci_xattr {
+  const char *name; /* "security.capability", "user.foo" */
+  const void *value;
+  size_t size;
+};
+
+/* One entry of a layer, as the tar will hold it. */
+struct oci_entry {
+  const char *path;     /* relative, '/'-separated, no "./", "..", or trailing '/' */
+  mode_t mode;          /* type and permission bits: S_IFREG | 0644, S_IFDIR | 0755 */
+  uid_t uid;
+  gid_t gid;
+  int64_t mtime;        /* seconds since the epoch */
+  int64_t size;         /* regular files: the content's length */
+  const char *symlink;  /* S_IFLNK: the target, as is */
+  const char *hardlink; /* when set: a link to this earlier path of the layer */
+  dev_t rdev;           /* S_IFCHR, S_IFBLK */
+  const struct oci_xattr *xattrs;
+  size_t n_xattrs;
+};
+
+struct oci_layer_options {
+  enum oci_compression compression;
+  int level;                 /* 0: the default (gzip 6 of 1-12, zstd 3) */
+  int threads;               /* 0: the number of CPUs */
+  int64_t source_date_epoch; /* -1: keep mtimes */
+};
+
+struct oci_layer_info {
+  char diff_id[OCI_DIGEST_SIZE]; /* of the uncompressed tar */
+  char digest[OCI_DIGEST_SIZE];  /* of the blob as written */
+  int64_t size;                  /* of the blob as written */
+  const char *media_type;
+};
+
+struct oci_layer_writer;
+
+/* Start a layer written to fd (which the caller still owns). */
+struct oci_layer_writer *oci_layer_writer_new(int fd, const struct oci_layer_options *o,
+                                              struct cb_error *err);
+/*
+ * Add an entry.  A regular file's content is read from content_fd, exactly
+ * e->size bytes (fewer or more is an error: the file changed under us);
+ * pass -1 for other types.  An entry that sorts before the previous one is
+ * an error.  An invalid entry is refused before anything is written, and
+ * the layer can go on; after a read or write error it cannot be finished.
+ */
+int oci_layer_writer_add(struct oci_layer_writer *w, const struct oci_entry *e, int content_fd,
+                         struct cb_error *err);
+/* The same with the content in memory (heredocs, generated files). */
+int oci_layer_writer_add_data(struct oci_layer_writer *w, const struct oci_entry *e,
+                              const void *data, struct cb_error *err);
+/* Finish the tar and the compressed stream; fill info. */
+int oci_layer_writer_finish(struct oci_layer_writer *w, struct oci_layer_info *info,
+                            struct cb_error *err);
+void oci_layer_writer_free(struct oci_layer_writer *w);
+
+/*
+ * Extract an archive (tar, plain or compressed with gzip, bzip2, xz or zstd,
+ * detected by content) into the directory dirfd, which the caller owns.
+ * Hostile archives are confined, as Docker confines them: absolute paths
+ * and symlinks on the way resolve inside the destination as if it were
+ * "/"; ".." escapes and hardlinks leaving the destination or going through
+ * a symlink are refused with an error naming the entry.  Owners are kept
+ * only when `keep_owners`.  Returns -1 with err when the file is not an
+ * archive at all (*not_archive set, nothing written) or on failure.
+ */
+int oci_archive_extract(int archive_fd, int dirfd, bool keep_owners, bool *not_archive,
+                        struct cb_error *err);
+
+/* ---- image JSON ----
+ *
+ * Configs, manifests and indexes as the OCI image spec defines them,
+ * written with jansson in one canonical encoding (compact, sorted keys), so
+ * that the same image always has the same digest.
+ */
+#define OCI_MEDIA_TYPE_MANIFEST "application/vnd.oci.image.manifest.v1+json"
+#define OCI_MEDIA_TYPE_INDEX "application/vnd.oci.image.index.v1+json"
+#define OCI_MEDIA_TYPE_CONFIG "application/vnd.oci.image.config.v1+json"
+#define OCI_ANNOTATION_REF_NAME "org.opencontainers.image.ref.name"
+#define OCI_ANNOTATION_IMAGE_NAME "io.containerd.image.name"
+/* Docker's schema2 types, which the readers accept too (loaded and pulled
+ * images); the writers only write OCI types. */
+#define OCI_MEDIA_TYPE_DOCKER_MANIFEST "application/vnd.docker.distribution.manifest.v2+json"
+#define OCI_MEDIA_TYPE_DOCKER_LIST "application/vnd.docker.distribution.manifest.list.v2+json"
+#define OCI_MEDIA_TYPE_DOCKER_CONFIG "application/vnd.docker.container.image.v1+json"
+#define OCI_MEDIA_TYPE_DOCKER_LAYER_GZIP "application/vnd.docker.image.rootfs.diff.tar.gzip"
+
+struct oci_kv {
+  char *key;
+  char *value;
+};
+
+struct oci_history {
+  char *created; /* RFC 3339, or NULL */
+  char *created_by;
+  char *comment;
+  bool empty_layer;
+};
+
+struct oci_health {
+  struct strvec test; /* {"NONE"}, {"CMD", ...}, {"CMD-SHELL", cmd} */
+  int64_t interval, timeout, start_period, start_interval; /* ns; 0 unset */
+  int retries;
+};
+
+/* The image config.  A NULL or empty member is left out of the JSON. */
+struct oci_config {
+  char *architecture, *os, *variant;
+  char *created; /* RFC 3339 */
+  char *author;
+  struct strvec env;        /* "K=V" */
+  struct strvec cmd;        /* has_cmd: written even when empty */
+  bool has_cmd;
+  struct strvec entrypoint;
+  bool has_entrypoint;
+  char *working_dir, *user, *stop_signal;
+  struct strvec exposed_ports; /* "80/tcp" */
+  struct strvec volumes;
+  struct oci_kv *labels;
+  size_t n_labels;
+  struct oci_health *healthcheck;
+  struct strvec shell;
+  struct strvec onbuild;
+  struct strvec diff_ids;
+  struct oci_history *history;
+  size_t n_history;
+};
+
+void oci_config_release(struct oci_config *c);
+void oci_config_copy(struct oci_config *dst, const struct oci_config *src);
+/* Set (or add) an Env entry or a label. */
+void oci_config_set_env(struct oci_config *c, const char *key, const char *value);
+const char *oci_config_get_env(const struct oci_config *c, const char *key);
+void oci_config_set_label(struct oci_config *c, const char *key, const char *value);
+void oci_config_add_history(struct oci_config *c, const char *created, const char *created_by,
+                            bool empty_layer);
+/* The canonical JSON, which the caller frees. */
+char *oci_config_json(const struct oci_config *c);
+/*
+ * Read a config; unknown fields are ignored and null counts as absent.  The
+ * *_parse functions treat their output as uninitialized, check types,
+ * digests and sizes, and on failure leave it zeroed with err set to one line
+ * naming the member: invalid image config: "config.Env[2]" is not a string
+ */
+int oci_config_parse(const char *json, size_t n, struct oci_config *c, struct cb_error *err);
+
+struct oci_descriptor {
+  char *media_type;
+  char *digest;
+  int64_t size;
+  struct oci_kv *annotations;
+  size_t n_annotations;
+  char *platform_os, *platform_arch, *platform_variant; /* in indexes */
+};
+
+void oci_descriptor_release(struct oci_descriptor *d);
+void oci_descriptor_copy(struct oci_descriptor *dst, const struct oci_descriptor *src);
+/* Set (or replace) an annotation. */
+void oci_descriptor_annotate(struct oci_descriptor *d, const char *key, const char *value);
+const char *oci_descriptor_annotation(const struct oci_descriptor *d, const char *key);
+
+struct oci_manifest {
+  struct oci_descriptor config;
+  struct oci_descriptor *layers;
+  size_t n_layers;
+  struct oci_kv *annotations;
+  size_t n_annotations;
+};
+
+void oci_manifest_release(struct oci_manifest *m);
+char *oci_manifest_json(const struct oci_manifest *m);
+/* Read an OCI manifest (or a Docker schema2 one, for loaded images). */
+int oci_manifest_parse(const char *json, size_t n, struct oci_manifest *m, struct cb_error *err);
+
+struct oci_index {
+  struct oci_descriptor *manifests;
+  size_t n_manifests;
+};
+
+void oci_index_release(struct oci_index *x);
+char *oci_index_json(const struct oci_index *x);
+int oci_index_parse(const char *json, size_t n, struct oci_index *x, struct cb_error *err);
+
+/* ---- archives images travel in ---- */
+
+/* Where an archive writer gets blobs: an open fd (read-only, at offset 0)
+ * for a digest, which the writer closes.  The store provides it, checking
+ * the digest as the blob is read. */
+struct oci_blob_source {
+  int (*open)(void *data, const char *digest, int64_t *size, struct cb_error *err);
+  void *data;
+};
+
+/* One image to put in an archive. */
+struct oci_archive_image {
+  const struct oci_descriptor *manifest; /* its digest and size */
+  const struct oci_manifest *parsed;     /* its config and layers */
+  const char *ref_name;   /* org.opencontainers.image.ref.name, or NULL */
+  const char *image_name; /* io.containerd.image.name, or NULL */
+  const struct strvec *repo_tags; /* docker archives: "app:latest" */
+};
+
+/*
+ * An OCI image layout as a tar on fd: oci-layout, index.json and
+ * blobs/sha256/..., deterministic (sorted, fixed mtimes and owners).
+ */
+int oci_layout_write_tar(int fd, const struct oci_archive_image *images, size_t n,
+                         const struct oci_blob_source *src, struct cb_error *err);
+/* The same as a directory (created if missing; blobs already there are kept). */
+int oci_layout_write_dir(const char *dir, const struct oci_archive_image *images, size_t n,
+                         const struct oci_blob_source *src, struct cb_error *err);
+/*
+ * A docker archive, which `docker load` and `podman load` read: the OCI
+ * layout plus manifest.json ([{"Config", "RepoTags", "Layers"}]).
+ */
+int oci_docker_archive_write(int fd, const struct oci_archive_image *images, size_t n,
+                             const struct oci_blob_source *src, struct cb_error *err);
 
 #endif

@@ -1,0 +1,1016 @@
+/*
+ * COPY and ADD: select sources (context paths, globs, heredocs, URLs,
+ * archives, another stage's files), decide where each lands with Docker's
+ * rules, and write them as one layer.
+ *
+ * Docker's rules, in short: a directory source copies its contents; a
+ * destination ending in '/' (or ".") is a directory, as is one that exists
+ * as a directory in the image; several sources need a directory
+ * destination; a relative destination is relative to WORKDIR; a source
+ * symlink named explicitly is followed when it stays inside the context,
+ * and copied as a symlink otherwise; symlinks inside a copied directory
+ * stay symlinks.
+ */
+#include "builder-internal.h"
+
+#include <curl/curl.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+struct item {
+  char *dest;      /* tar path: relative, no leading '/' */
+  mode_t mode;
+  uid_t uid;
+  gid_t gid;
+  int64_t mtime;
+  int64_t size;
+  char *symlink;
+  int rootfd;      /* where src lives; not owned */
+  char *src;       /* path beneath rootfd, or NULL */
+  char *data;      /* in-memory content (heredocs) */
+  dev_t dev;
+  ino_t ino;
+  nlink_t nlink;
+  const char *hardlink; /* an earlier item's dest */
+  size_t order;          /* position before sorting: later sources win */
+};
+
+struct copy_op {
+  struct build_run *run;
+  struct stage_state *st;
+  const struct parser_step *step;
+  const char *what;          /* "COPY" or "ADD" */
+  const struct build_context *ctx; /* for .dockerignore; NULL when not the context */
+  uid_t uid;
+  gid_t gid;
+  long chmod;                /* -1: keep modes */
+  int64_t now;
+  struct item *items;
+  size_t n, alloc;
+  struct strvec tmpdirs;     /* staging directories to remove */
+};
+
+static int op_error(struct copy_op *op, struct cb_error *err, const char *fmt, ...)
+    CB_PRINTF(3, 4);
+static int op_error(struct copy_op *op, struct cb_error *err, const char *fmt, ...)
+{
+  char msg[1500];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  return cb_error_set(err, "%s:%d: %s: %s", op->run->plan->df->file, op->step->line, op->what,
+                      msg);
+}
+
+static struct item *item_new(struct copy_op *op, const char *dest)
+{
+  struct item *it;
+  CB_GROW(op->items, op->n + 1, op->alloc);
+  it = &op->items[op->n++];
+  memset(it, 0, sizeof(*it));
+  it->dest = xstrdup(dest);
+  it->rootfd = -1;
+  it->uid = op->uid;
+  it->gid = op->gid;
+  it->mtime = op->now;
+  return it;
+}
+
+static void items_free(struct copy_op *op)
+{
+  for (size_t i = 0; i < op->n; i++) {
+    free(op->items[i].dest);
+    free(op->items[i].symlink);
+    free(op->items[i].src);
+    free(op->items[i].data);
+  }
+  free(op->items);
+  op->items = NULL;
+  op->n = op->alloc = 0;
+}
+
+/* "a/b" + "c" -> "a/b/c", with "." meaning the root on either side. */
+static char *join(const char *a, const char *b)
+{
+  if (!a || !*a || strcmp(a, ".") == 0)
+    return xstrdup(b);
+  if (!*b || strcmp(b, ".") == 0)
+    return xstrdup(a);
+  return xasprintf("%s/%s", a, b);
+}
+
+static mode_t apply_chmod(const struct copy_op *op, mode_t mode)
+{
+  if (op->chmod < 0 || S_ISLNK(mode))
+    return mode;
+  return (mode & S_IFMT) | (mode_t)op->chmod;
+}
+
+/* ---- sources beneath a root ---- */
+
+/* Add one filesystem object found at src (beneath rootfd) as dest. */
+static int add_object(struct copy_op *op, int rootfd, const char *src, const struct stat *st,
+                      const char *dest, struct cb_error *err)
+{
+  struct item *it = item_new(op, dest);
+  it->mode = apply_chmod(op, st->st_mode);
+  it->mtime = st->st_mtim.tv_sec;
+  it->rootfd = rootfd;
+  it->src = xstrdup(src);
+  it->dev = st->st_dev;
+  it->ino = st->st_ino;
+  it->nlink = st->st_nlink;
+  if (S_ISREG(st->st_mode)) {
+    it->size = st->st_size;
+  } else if (S_ISLNK(st->st_mode)) {
+    char buf[4096];
+    cleanup_close int dfd = -1;
+    cleanup_free char *dir = xstrdup(src);
+    char *slash = strrchr(dir, '/');
+    const char *base = slash ? slash + 1 : dir;
+    ssize_t n;
+    if (slash)
+      *slash = '\0';
+    dfd = cb_open_beneath(rootfd, slash ? dir : ".", O_PATH | O_DIRECTORY);
+    if (dfd < 0)
+      return op_error(op, err, "open \"%s\": %s", dir, strerror(errno));
+    n = readlinkat(dfd, base, buf, sizeof(buf) - 1);
+    if (n < 0)
+      return op_error(op, err, "read the symlink \"%s\": %s", src, strerror(errno));
+    buf[n] = '\0';
+    it->symlink = xstrdup(buf);
+  } else if (!S_ISDIR(st->st_mode)) {
+    /* sockets, fifos and devices in a context are left out, as Docker does */
+    free(it->dest);
+    free(it->src);
+    op->n--;
+  }
+  return 0;
+}
+
+static int stat_beneath(int rootfd, const char *path, struct stat *st)
+{
+  cleanup_free char *dir = xstrdup(path);
+  char *slash = strrchr(dir, '/');
+  cleanup_close int dfd = -1;
+  if (strcmp(path, ".") == 0)
+    return fstatat(rootfd, "", st, AT_EMPTY_PATH);
+  if (slash)
+    *slash = '\0';
+  dfd = cb_open_beneath(rootfd, slash ? dir : ".", O_PATH | O_DIRECTORY);
+  if (dfd < 0)
+    return -1;
+  return fstatat(dfd, slash ? slash + 1 : path, st, AT_SYMLINK_NOFOLLOW);
+}
+
+/* Copy the contents of directory src (beneath rootfd) into dest. */
+static int walk_dir(struct copy_op *op, int rootfd, const char *src, const char *dest,
+                    struct cb_error *err)
+{
+  int fd = cb_open_beneath(rootfd, src, O_RDONLY | O_DIRECTORY);
+  DIR *d;
+  struct dirent *de;
+  struct strvec names = STRVEC_INIT;
+  int rc = 0;
+  if (fd < 0)
+    return op_error(op, err, "open \"%s\": %s", src, strerror(errno));
+  d = fdopendir(fd);
+  if (!d) {
+    close(fd);
+    return op_error(op, err, "read \"%s\": %s", src, strerror(errno));
+  }
+  while ((errno = 0, de = readdir(d)) != NULL) {
+    if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+      continue;
+    strvec_push(&names, de->d_name);
+  }
+  if (errno)
+    rc = op_error(op, err, "read \"%s\": %s", src, strerror(errno));
+  for (size_t i = 0; rc == 0 && i < names.n; i++) {
+    cleanup_free char *s = join(src, names.v[i]);
+    cleanup_free char *t = join(dest, names.v[i]);
+    struct stat st;
+    bool excluded = op->ctx && context_excluded(op->ctx, s);
+    if (fstatat(dirfd(d), names.v[i], &st, AT_SYMLINK_NOFOLLOW) < 0) {
+      rc = op_error(op, err, "stat \"%s\": %s", s, strerror(errno));
+      break;
+    }
+    if (excluded && !(S_ISDIR(st.st_mode) && parser_ignore_dir_needs_walk(op->ctx->ignore, s)))
+      continue;
+    if (!excluded)
+      rc = add_object(op, rootfd, s, &st, t, err);
+    if (rc == 0 && S_ISDIR(st.st_mode))
+      rc = walk_dir(op, rootfd, s, t, err);
+  }
+  strvec_clear(&names);
+  closedir(d);
+  return rc;
+}
+
+/*
+ * A source named explicitly that is a symlink is followed while its target
+ * stays inside the root (relative targets only: an absolute one names the
+ * host's filesystem).  Returns the path it leads to, or NULL to copy the
+ * link itself.
+ */
+static char *follow_named(int rootfd, const char *src)
+{
+  cleanup_free char *cur = xstrdup(src);
+  for (int hops = 0; hops < 40; hops++) {
+    struct stat st;
+    char buf[4096];
+    cleanup_free char *dir = NULL;
+    cleanup_close int dfd = -1;
+    char *slash;
+    ssize_t n;
+    if (stat_beneath(rootfd, cur, &st) < 0)
+      return NULL;
+    if (!S_ISLNK(st.st_mode))
+      return steal_pointer(&cur);
+    dir = xstrdup(cur);
+    slash = strrchr(dir, '/');
+    if (slash)
+      *slash = '\0';
+    dfd = cb_open_beneath(rootfd, slash ? dir : ".", O_PATH | O_DIRECTORY);
+    if (dfd < 0)
+      return NULL;
+    n = readlinkat(dfd, slash ? slash + 1 : cur, buf, sizeof(buf) - 1);
+    if (n <= 0 || buf[0] == '/')
+      return NULL;
+    buf[n] = '\0';
+    {
+      /* Resolve lexically; a target climbing above the root leaves it. */
+      cleanup_free char *joined = slash ? xasprintf("%s/%s", dir, buf) : xstrdup(buf);
+      int depth = 0;
+      for (char *p = joined; *p;) {
+        char *e = strchr(p, '/');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == 2 && p[0] == '.' && p[1] == '.') {
+          if (--depth < 0)
+            return NULL;
+        } else if (len && !(len == 1 && p[0] == '.')) {
+          depth++;
+        }
+        p += len + (e ? 1 : 0);
+      }
+      free(cur);
+      cur = builder_path_clean(joined);
+    }
+  }
+  return NULL;
+}
+
+static bool has_glob(const char *s) { return strpbrk(s, "*?[") != NULL; }
+
+/* Every path beneath rootfd matching pattern (Go's filepath.Match rules). */
+static int glob_walk(struct copy_op *op, int rootfd, const char *dir, const char *pattern,
+                     struct strvec *out, struct cb_error *err)
+{
+  int fd = cb_open_beneath(rootfd, dir, O_RDONLY | O_DIRECTORY);
+  DIR *d;
+  struct dirent *de;
+  struct strvec subdirs = STRVEC_INIT;
+  int rc = 0;
+  if (fd < 0)
+    return op_error(op, err, "open \"%s\": %s", dir, strerror(errno));
+  d = fdopendir(fd);
+  if (!d) {
+    close(fd);
+    return op_error(op, err, "read \"%s\": %s", dir, strerror(errno));
+  }
+  while ((de = readdir(d)) != NULL) {
+    cleanup_free char *p = NULL;
+    if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+      continue;
+    p = join(dir, de->d_name);
+    if (op->ctx && context_excluded(op->ctx, p) &&
+        !(de->d_type == DT_DIR && parser_ignore_dir_needs_walk(op->ctx->ignore, p)))
+      continue;
+    if (!(op->ctx && context_excluded(op->ctx, p)) && fnmatch(pattern, p, FNM_PATHNAME) == 0)
+      strvec_push(out, p);
+    if (de->d_type == DT_DIR)
+      strvec_push(&subdirs, p);
+  }
+  closedir(d);
+  for (size_t i = 0; rc == 0 && i < subdirs.n; i++)
+    rc = glob_walk(op, rootfd, subdirs.v[i], pattern, out, err);
+  strvec_clear(&subdirs);
+  return rc;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/*
+ * Expand a source into the paths it names beneath rootfd: itself, or its
+ * glob matches (sorted).  An excluded or missing source is "not found".
+ */
+static int source_paths(struct copy_op *op, int rootfd, const char *src, struct strvec *out,
+                        struct cb_error *err)
+{
+  cleanup_free char *clean = builder_path_clean(src);
+  struct stat st;
+  if (has_glob(clean)) {
+    if (glob_walk(op, rootfd, ".", clean, out, err) < 0)
+      return -1;
+    qsort(out->v, out->n, sizeof(*out->v), cmp_str);
+  } else if ((!op->ctx || !context_excluded(op->ctx, clean)) && stat_beneath(rootfd, clean, &st) == 0) {
+    strvec_push(out, clean);
+  }
+  if (out->n == 0)
+    return op_error(op, err, "source \"%s\" not found in %s", src,
+                    op->ctx ? "build context" : "the source stage");
+  return 0;
+}
+
+/* ---- ADD: URLs and archives ---- */
+
+static int make_tmpdir(struct copy_op *op, char **path, struct cb_error *err)
+{
+  char *t = xasprintf("%s/tmp/add-XXXXXX", cache_store_root(op->run->store));
+  if (!mkdtemp(t)) {
+    int e = errno;
+    free(t);
+    return cb_error_errno(err, e, "create a staging directory");
+  }
+  strvec_push(&op->tmpdirs, t);
+  *path = t;
+  return 0;
+}
+
+struct download {
+  int fd;
+  struct oci_hasher *h;
+  int64_t size;
+  int werr;
+};
+
+static size_t download_write(char *data, size_t size, size_t n, void *p)
+{
+  struct download *d = p;
+  size_t len = size * n, off = 0;
+  while (off < len) {
+    ssize_t w = write(d->fd, data + off, len - off);
+    if (w < 0) {
+      if (errno == EINTR)
+        continue;
+      d->werr = errno;
+      return 0;
+    }
+    off += (size_t)w;
+  }
+  oci_hasher_update(d->h, data, len);
+  d->size += (int64_t)len;
+  return len;
+}
+
+/* The last path component of a URL, for `ADD URL /dir/`. */
+static char *url_basename(const char *url)
+{
+  const char *p = strstr(url, "://");
+  const char *end, *slash;
+  p = p ? p + 3 : url;
+  end = p + strcspn(p, "?#");
+  slash = NULL;
+  for (const char *q = p; q < end; q++)
+    if (*q == '/')
+      slash = q;
+  if (!slash || slash + 1 >= end)
+    return NULL;
+  return xstrndup(slash + 1, (size_t)(end - slash - 1));
+}
+
+static int add_url(struct copy_op *op, const char *url, const char *dest_dir,
+                   const char *dest_file, struct cb_error *err)
+{
+  cleanup_free char *dir = NULL;
+  cleanup_free char *name = url_basename(url);
+  cleanup_free char *target = NULL;
+  char digest[OCI_DIGEST_SIZE];
+  struct download d = { -1, NULL, 0, 0 };
+  CURL *c;
+  CURLcode cr;
+  long code = 0, filetime = -1;
+  char curlerr[CURL_ERROR_SIZE] = "";
+  struct item *it;
+  int rc = -1;
+
+  if (!dest_file && !name)
+    return op_error(op, err, "cannot determine a file name from \"%s\": give a destination file",
+                    url);
+  if (make_tmpdir(op, &dir, err) < 0)
+    return -1;
+  target = xasprintf("%s/download", dir);
+  d.fd = open(target, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (d.fd < 0)
+    return cb_error_errno(err, errno, "create \"%s\"", target);
+  d.h = oci_hasher_new();
+  c = curl_easy_init();
+  if (!c)
+    cb_die("curl_easy_init failed");
+  curl_easy_setopt(c, CURLOPT_URL, url);
+  curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+  curl_easy_setopt(c, CURLOPT_MAXREDIRS, 10L);
+  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(c, CURLOPT_FAILONERROR, 1L);
+  curl_easy_setopt(c, CURLOPT_FILETIME, 1L);
+  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 30L);
+  curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
+  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, curlerr);
+  curl_easy_setopt(c, CURLOPT_USERAGENT, "cbuild/" CBUILD_VERSION);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, download_write);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &d);
+  cr = curl_easy_perform(c);
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+  curl_easy_getinfo(c, CURLINFO_FILETIME, &filetime);
+  curl_easy_cleanup(c);
+  oci_hasher_final(d.h, digest);
+  oci_hasher_free(d.h);
+  if (close(d.fd) < 0 && cr == CURLE_OK)
+    return op_error(op, err, "download \"%s\": %s", url, strerror(errno));
+  if (d.werr)
+    return op_error(op, err, "download \"%s\": %s", url, strerror(d.werr));
+  if (cr != CURLE_OK)
+    return op_error(op, err, "download \"%s\": %s", url, curlerr[0] ? curlerr : curl_easy_strerror(cr));
+  if (op->step->checksum) {
+    /* sha256 is what the store hashes; other algorithms are refused by the
+     * parser until they are needed. */
+    if (!cb_starts_with(op->step->checksum, "sha256:"))
+      return op_error(op, err, "--checksum \"%s\": only sha256 is supported", op->step->checksum);
+    if (strcmp(op->step->checksum, digest) != 0)
+      return op_error(op, err, "download \"%s\": checksum mismatch: expected %s, got %s", url,
+                      op->step->checksum, digest);
+  }
+  {
+    cleanup_free char *dest = dest_file ? xstrdup(dest_file) : join(dest_dir, name);
+    cleanup_close int dirfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0)
+      return cb_error_errno(err, errno, "open \"%s\"", dir);
+    it = item_new(op, dest);
+    it->mode = apply_chmod(op, S_IFREG | 0600);
+    it->size = d.size;
+    it->mtime = filetime > 0 ? filetime : op->now;
+    /* The staging dir lives until the layer is written: keep an fd. */
+    it->rootfd = dup(dirfd);
+    it->src = xstrdup("download");
+    strvec_pushf(&op->tmpdirs, "#fd:%d", it->rootfd);
+  }
+  rc = 0;
+  (void)code;
+  return rc;
+}
+
+/* Turn an extracted archive's tree into items under dest_dir. */
+static int add_archive(struct copy_op *op, int rootfd, const char *src, const char *dest_dir,
+                       bool *not_archive, struct cb_error *err)
+{
+  cleanup_free char *dir = NULL;
+  cleanup_close int afd = cb_open_beneath(rootfd, src, O_RDONLY);
+  int dirfd;
+  *not_archive = false;
+  if (afd < 0)
+    return op_error(op, err, "open \"%s\": %s", src, strerror(errno));
+  if (make_tmpdir(op, &dir, err) < 0)
+    return -1;
+  dirfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (dirfd < 0)
+    return cb_error_errno(err, errno, "open \"%s\"", dir);
+  strvec_pushf(&op->tmpdirs, "#fd:%d", dirfd);
+  if (oci_archive_extract(afd, dirfd, false, not_archive, err) < 0) {
+    if (*not_archive)
+      return 0;
+    return cb_error_wrap(err, "%s:%d: ADD \"%s\"", op->run->plan->df->file, op->step->line, src);
+  }
+  {
+    /* ADD of an archive: its contents are copied with the archive's own
+     * metadata, but owned by --chown's user (or root); .dockerignore
+     * applies to the context, not to what the archive holds. */
+    const struct build_context *ctx = op->ctx;
+    int r;
+    op->ctx = NULL;
+    r = walk_dir(op, dirfd, ".", dest_dir, err);
+    op->ctx = ctx;
+    return r;
+  }
+}
+
+static bool is_url(const char *s)
+{
+  return cb_starts_with(s, "http://") || cb_starts_with(s, "https://");
+}
+
+/* A heredoc source: "<<NAME" or "<<-NAME". */
+static const struct parser_heredoc *heredoc_source(const struct parser_step *step,
+                                                   const char *src)
+{
+  const char *p = src;
+  while (*p >= '0' && *p <= '9')
+    p++;
+  if (strncmp(p, "<<", 2) != 0)
+    return NULL;
+  p += 2;
+  if (*p == '-')
+    p++;
+  for (size_t i = 0; i < step->n_heredocs; i++)
+    if (strcmp(step->heredocs[i].name, p) == 0)
+      return &step->heredocs[i];
+  return NULL;
+}
+
+/* ---- --chown ---- */
+
+/* Look name up in an /etc/passwd- or /etc/group-style file; -1 if absent. */
+static long lookup_id(const char *db, const char *name, long *primary_gid)
+{
+  const char *line = db;
+  size_t nlen = strlen(name);
+  while (line && *line) {
+    const char *end = strchr(line, '\n');
+    size_t len = end ? (size_t)(end - line) : strlen(line);
+    if (len > nlen && strncmp(line, name, nlen) == 0 && line[nlen] == ':') {
+      /* name:x:ID:GID:... */
+      const char *f = memchr(line + nlen + 1, ':', len - nlen - 1);
+      if (f) {
+        char *e;
+        long id = strtol(f + 1, &e, 10);
+        if (e != f + 1 && *e == ':' && id >= 0) {
+          if (primary_gid)
+            *primary_gid = strtol(e + 1, NULL, 10);
+          return id;
+        }
+      }
+    }
+    line = end ? end + 1 : NULL;
+  }
+  return -1;
+}
+
+static bool all_digits(const char *s)
+{
+  return *s && strspn(s, "0123456789") == strlen(s) && strlen(s) < 11;
+}
+
+static int resolve_chown(struct copy_op *op, const char *spec, struct cb_error *err)
+{
+  cleanup_free char *user = xstrdup(spec);
+  char *group = strchr(user, ':');
+  long uid = -1, gid = -1, primary = -1;
+  if (group)
+    *group++ = '\0';
+  if (!*user || (group && !*group))
+    return op_error(op, err, "invalid --chown \"%s\": want USER[:GROUP]", spec);
+  if (all_digits(user)) {
+    uid = strtol(user, NULL, 10);
+  } else {
+    cleanup_strbuf struct strbuf db = STRBUF_INIT;
+    int r = fsview_read(stage_view(op->st, op->run->store), "etc/passwd", &db, err);
+    if (r < 0)
+      return -1;
+    uid = r == 0 ? lookup_id(db.buf, user, &primary) : -1;
+    if (uid < 0)
+      return op_error(op, err, "--chown: unknown user \"%s\" (not in the image's /etc/passwd)",
+                      user);
+  }
+  if (group && all_digits(group)) {
+    gid = strtol(group, NULL, 10);
+  } else if (group) {
+    cleanup_strbuf struct strbuf db = STRBUF_INIT;
+    int r = fsview_read(stage_view(op->st, op->run->store), "etc/group", &db, err);
+    if (r < 0)
+      return -1;
+    gid = r == 0 ? lookup_id(db.buf, group, NULL) : -1;
+    if (gid < 0)
+      return op_error(op, err, "--chown: unknown group \"%s\" (not in the image's /etc/group)",
+                      group);
+  } else {
+    /* USER alone: a name takes its primary group, a number the same number */
+    gid = primary >= 0 ? primary : uid;
+  }
+  if (uid > UINT32_MAX - 1 || gid > UINT32_MAX - 1)
+    return op_error(op, err, "invalid --chown \"%s\"", spec);
+  op->uid = (uid_t)uid;
+  op->gid = (gid_t)gid;
+  return 0;
+}
+
+/* ---- the layer ---- */
+
+static int cmp_item(const void *a, const void *b)
+{
+  const struct item *x = a, *y = b;
+  int c = strcmp(x->dest, y->dest);
+  if (c)
+    return c;
+  return x->order < y->order ? -1 : x->order > y->order;
+}
+
+/*
+ * Add the destination's missing parent directories, sort by path (a
+ * directory before its contents, as the layer writer wants), keep the last
+ * of several sources landing on one path, and mark hardlinks: the first
+ * path of a (device, inode) pair carries the content, the others link to it.
+ */
+static int items_finish(struct copy_op *op, struct cb_error *err)
+{
+  struct fsview *view = stage_view(op->st, op->run->store);
+  size_t n0 = op->n, w = 0;
+  for (size_t i = 0; i < n0; i++) {
+    cleanup_free char *p = xstrdup(op->items[i].dest);
+    char *slash;
+    while ((slash = strrchr(p, '/')) != NULL) {
+      const struct fsview_node *node;
+      bool have = false;
+      *slash = '\0';
+      for (size_t j = 0; j < op->n && !have; j++)
+        have = strcmp(op->items[j].dest, p) == 0;
+      if (have)
+        break;
+      if (fsview_lookup(view, p, &node, err) < 0)
+        return -1;
+      if (node && S_ISDIR(node->mode))
+        break;
+      item_new(op, p)->mode = S_IFDIR | 0755;
+    }
+  }
+  for (size_t i = 0; i < op->n; i++)
+    op->items[i].order = i;
+  qsort(op->items, op->n, sizeof(*op->items), cmp_item);
+  for (size_t i = 0; i < op->n; i++) {
+    if (i + 1 < op->n && strcmp(op->items[i].dest, op->items[i + 1].dest) == 0) {
+      free(op->items[i].dest);
+      free(op->items[i].symlink);
+      free(op->items[i].src);
+      free(op->items[i].data);
+      continue;
+    }
+    op->items[w++] = op->items[i];
+  }
+  op->n = w;
+  for (size_t i = 0; i < op->n; i++) {
+    struct item *it = &op->items[i];
+    if (!S_ISREG(it->mode) || it->nlink < 2 || !it->src)
+      continue;
+    for (size_t j = 0; j < i; j++) {
+      const struct item *first = &op->items[j];
+      if (first->src && !first->hardlink && first->rootfd == it->rootfd &&
+          first->dev == it->dev && first->ino == it->ino && S_ISREG(first->mode)) {
+        it->hardlink = first->dest;
+        it->size = 0;
+        break;
+      }
+    }
+  }
+  return 0;
+}
+
+/* The xattrs a layer keeps: security.capability and user.*. */
+static void read_xattrs(int fd, struct oci_xattr *xa, size_t *n, struct strbuf *store)
+{
+  char names[4096];
+  ssize_t len = flistxattr(fd, names, sizeof(names));
+  size_t offs[16][2];
+  *n = 0;
+  for (ssize_t i = 0; i < len && *n < 16; i += (ssize_t)strlen(names + i) + 1) {
+    const char *name = names + i;
+    char value[4096];
+    ssize_t vlen;
+    if (strcmp(name, "security.capability") != 0 && !cb_starts_with(name, "user."))
+      continue;
+    vlen = fgetxattr(fd, name, value, sizeof(value));
+    if (vlen < 0)
+      continue;
+    offs[*n][0] = store->len;
+    strbuf_add(store, name, strlen(name) + 1);
+    offs[*n][1] = store->len;
+    strbuf_add(store, value, (size_t)vlen);
+    xa[*n].size = (size_t)vlen;
+    (*n)++;
+  }
+  /* pointers only once the buffer stops moving */
+  for (size_t k = 0; k < *n; k++) {
+    xa[k].name = store->buf + offs[k][0];
+    xa[k].value = store->buf + offs[k][1];
+  }
+}
+
+static int write_item(struct copy_op *op, struct oci_layer_writer *w, const struct item *it,
+                      struct cb_error *err)
+{
+  struct oci_entry e;
+  struct oci_xattr xa[16];
+  cleanup_strbuf struct strbuf xstore = STRBUF_INIT;
+  cleanup_close int fd = -1;
+  memset(&e, 0, sizeof(e));
+  e.path = it->dest;
+  e.mode = it->mode;
+  e.uid = it->uid;
+  e.gid = it->gid;
+  e.mtime = it->mtime;
+  e.size = it->size;
+  e.symlink = it->symlink;
+  e.hardlink = it->hardlink;
+  if (it->data)
+    return oci_layer_writer_add_data(w, &e, it->data, err);
+  if (it->src && !it->hardlink && (S_ISREG(it->mode) || S_ISDIR(it->mode))) {
+    fd = cb_open_beneath(it->rootfd, it->src, S_ISDIR(it->mode) ? O_RDONLY | O_DIRECTORY : O_RDONLY);
+    if (fd < 0)
+      return op_error(op, err, "open \"%s\": %s", it->src, strerror(errno));
+    read_xattrs(fd, xa, &e.n_xattrs, &xstore);
+    e.xattrs = xa;
+  }
+  return oci_layer_writer_add(w, &e, S_ISREG(it->mode) && !it->hardlink ? fd : -1, err);
+}
+
+static int write_layer(struct copy_op *op, struct cb_error *err)
+{
+  cleanup_free char *path = NULL;
+  struct oci_layer_writer *w;
+  struct oci_layer_info info;
+  int fd = cache_blob_create(op->run->store, &path, err);
+  if (fd < 0)
+    return -1;
+  w = oci_layer_writer_new(fd, &op->run->layer_opts, err);
+  if (!w)
+    goto fail;
+  for (size_t i = 0; i < op->n; i++)
+    if (write_item(op, w, &op->items[i], err) < 0)
+      goto fail;
+  if (oci_layer_writer_finish(w, &info, err) < 0)
+    goto fail;
+  oci_layer_writer_free(w);
+  return builder_add_layer(op->run, op->st, fd, path, &info, op->step->text, err);
+fail:
+  if (w)
+    oci_layer_writer_free(w);
+  cache_blob_abort(op->run->store, fd, path);
+  return -1;
+}
+
+/* ---- another stage's files, for COPY --from ---- */
+
+/* Remove whiteout markers and what they hide, under dir (beneath rootfd). */
+static int apply_whiteouts(int rootfd, const char *dir, struct cb_error *err)
+{
+  int fd = cb_open_beneath(rootfd, dir, O_RDONLY | O_DIRECTORY);
+  DIR *d;
+  struct dirent *de;
+  struct strvec subdirs = STRVEC_INIT, victims = STRVEC_INIT;
+  int rc = 0;
+  if (fd < 0)
+    return cb_error_errno(err, errno, "open \"%s\"", dir);
+  d = fdopendir(fd);
+  if (!d) {
+    close(fd);
+    return cb_error_errno(err, errno, "read \"%s\"", dir);
+  }
+  while ((de = readdir(d)) != NULL) {
+    if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+      continue;
+    if (cb_starts_with(de->d_name, ".wh.")) {
+      strvec_push(&victims, de->d_name);
+      continue;
+    }
+    if (de->d_type == DT_DIR)
+      strvec_push(&subdirs, de->d_name);
+  }
+  for (size_t i = 0; i < victims.n; i++) {
+    const char *hidden = victims.v[i] + 4;
+    unlinkat(dirfd(d), victims.v[i], 0);
+    if (strcmp(victims.v[i], ".wh..wh..opq") != 0 && cb_remove_tree(dirfd(d), hidden) < 0 &&
+        errno != ENOENT)
+      rc = cb_error_errno(err, errno, "remove \"%s/%s\"", dir, hidden);
+  }
+  for (size_t i = 0; rc == 0 && i < subdirs.n; i++) {
+    cleanup_free char *sub = join(dir, subdirs.v[i]);
+    rc = apply_whiteouts(rootfd, sub, err);
+  }
+  strvec_clear(&subdirs);
+  strvec_clear(&victims);
+  closedir(d);
+  return rc;
+}
+
+/*
+ * The files of a built stage (or an image's layers), extracted into a
+ * staging directory, layer by layer.  Snapshots replace this with the RUN
+ * sandbox's overlay later.
+ */
+static int materialize(struct copy_op *op, const struct oci_descriptor *layers, size_t n,
+                       int *rootfd, struct cb_error *err)
+{
+  cleanup_free char *dir = NULL;
+  int dirfd;
+  if (make_tmpdir(op, &dir, err) < 0)
+    return -1;
+  dirfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (dirfd < 0)
+    return cb_error_errno(err, errno, "open \"%s\"", dir);
+  strvec_pushf(&op->tmpdirs, "#fd:%d", dirfd);
+  for (size_t i = 0; i < n; i++) {
+    int64_t size;
+    bool not_archive;
+    cleanup_close int fd = -1;
+    if (cache_blob_verify(op->run->store, layers[i].digest, err) < 0)
+      return -1;
+    fd = cache_blob_open(op->run->store, layers[i].digest, &size, err);
+    if (fd < 0 || oci_archive_extract(fd, dirfd, false, &not_archive, err) < 0)
+      return cb_error_wrap(err, "unpack layer %s", layers[i].digest);
+    if (apply_whiteouts(dirfd, ".", err) < 0)
+      return -1;
+  }
+  *rootfd = dirfd;
+  return 0;
+}
+
+static void cleanup_tmpdirs(struct copy_op *op)
+{
+  for (size_t i = 0; i < op->tmpdirs.n; i++) {
+    const char *t = op->tmpdirs.v[i];
+    if (cb_starts_with(t, "#fd:")) {
+      close(atoi(t + 4));
+    } else {
+      /* staging trees are ours, under the store's tmp/ */
+      cb_remove_tree(AT_FDCWD, t);
+    }
+  }
+  strvec_clear(&op->tmpdirs);
+}
+
+/* ---- the step ---- */
+
+enum source_kind { SOURCE_PATH, SOURCE_HEREDOC, SOURCE_URL };
+
+struct source {
+  enum source_kind kind;
+  char *path; /* the path beneath the root, or the URL */
+  const struct parser_heredoc *doc;
+};
+
+static const char *base_name(const char *p)
+{
+  const char *s = strrchr(p, '/');
+  return s ? s + 1 : p;
+}
+
+static int copy_path(struct copy_op *op, int rootfd, const char *src, bool dest_dir,
+                     const char *dest, struct cb_error *err)
+{
+  struct stat st;
+  cleanup_free char *real = NULL;
+  if (stat_beneath(rootfd, src, &st) < 0)
+    return op_error(op, err, "source \"%s\": %s", src, strerror(errno));
+  if (S_ISLNK(st.st_mode) && (real = follow_named(rootfd, src)) != NULL) {
+    if (stat_beneath(rootfd, real, &st) < 0)
+      return op_error(op, err, "source \"%s\": %s", real, strerror(errno));
+    src = real;
+  }
+  if (S_ISDIR(st.st_mode))
+    return walk_dir(op, rootfd, src, dest, err);
+  if (op->step->instr == PARSER_ADD && S_ISREG(st.st_mode) && op->ctx) {
+    bool not_archive = false;
+    if (add_archive(op, rootfd, src, dest, &not_archive, err) < 0)
+      return -1;
+    if (!not_archive)
+      return 0;
+  }
+  {
+    cleanup_free char *target = dest_dir ? join(dest, base_name(src)) : xstrdup(dest);
+    return add_object(op, rootfd, src, &st, target, err);
+  }
+}
+
+int builder_copy(struct build_run *run, int stage, const struct parser_step *step,
+                 struct cb_error *err)
+{
+  struct copy_op op;
+  struct source *srcs = NULL;
+  size_t n_srcs = 0, alloc = 0;
+  cleanup_free char *dest_abs = NULL;
+  cleanup_free char *dest = NULL;
+  bool dest_dir;
+  int rootfd = run->ctx.dirfd;
+  int rc = -1;
+
+  memset(&op, 0, sizeof(op));
+  op.run = run;
+  op.st = &run->stages[stage];
+  op.step = step;
+  op.what = parser_instr_name(step->instr);
+  op.ctx = &run->ctx;
+  op.chmod = step->chmod ? strtol(step->chmod, NULL, 8) : -1;
+  op.now = run->epoch >= 0 ? run->epoch : (int64_t)time(NULL);
+
+  dest_abs = builder_dest_path(op.st->config.working_dir, step->args.v[step->args.n - 1]);
+  dest_dir = cb_ends_with(dest_abs, "/");
+  dest = builder_path_clean(dest_abs);
+  if (step->chown && resolve_chown(&op, step->chown, err) < 0)
+    goto out;
+
+  if (step->from) {
+    const struct stage_state *from;
+    if (step->from_stage < 0) {
+      op_error(&op, err, "--from=%s: copying from an image comes with multi-stage builds; name a stage",
+               step->from);
+      goto out;
+    }
+    from = &run->stages[step->from_stage];
+    if (materialize(&op, from->layers, from->n_layers, &rootfd, err) < 0)
+      goto out;
+    op.ctx = NULL;
+  }
+  if (step->checksum && !(step->args.n == 2 && is_url(step->args.v[0]))) {
+    op_error(&op, err, "--checksum needs a single http(s) URL source");
+    goto out;
+  }
+
+  for (size_t i = 0; i + 1 < step->args.n; i++) {
+    const char *s = step->args.v[i];
+    const struct parser_heredoc *doc = heredoc_source(step, s);
+    struct strvec paths = STRVEC_INIT;
+    if (doc || (step->instr == PARSER_ADD && is_url(s))) {
+      CB_GROW(srcs, n_srcs + 1, alloc);
+      srcs[n_srcs].kind = doc ? SOURCE_HEREDOC : SOURCE_URL;
+      srcs[n_srcs].path = xstrdup(s);
+      srcs[n_srcs].doc = doc;
+      n_srcs++;
+      continue;
+    }
+    if (source_paths(&op, rootfd, s, &paths, err) < 0) {
+      strvec_clear(&paths);
+      goto out;
+    }
+    for (size_t k = 0; k < paths.n; k++) {
+      CB_GROW(srcs, n_srcs + 1, alloc);
+      srcs[n_srcs].kind = SOURCE_PATH;
+      srcs[n_srcs].path = xstrdup(paths.v[k]);
+      srcs[n_srcs].doc = NULL;
+      n_srcs++;
+    }
+    strvec_clear(&paths);
+  }
+  if (n_srcs > 1 && !dest_dir) {
+    op_error(&op, err, "with more than one source, the destination \"%s\" must be a directory ending in /",
+             step->args.v[step->args.n - 1]);
+    goto out;
+  }
+  if (!dest_dir && strcmp(dest, ".") != 0) {
+    const struct fsview_node *node;
+    if (fsview_lookup(stage_view(op.st, run->store), dest, &node, err) < 0)
+      goto out;
+    dest_dir = node && S_ISDIR(node->mode);
+  }
+
+  for (size_t i = 0; i < n_srcs; i++) {
+    const struct source *s = &srcs[i];
+    if (s->kind == SOURCE_HEREDOC) {
+      cleanup_free char *target = dest_dir ? join(dest, s->doc->name) : xstrdup(dest);
+      struct item *it = item_new(&op, target);
+      it->mode = apply_chmod(&op, S_IFREG | 0644);
+      it->data = xstrdup(s->doc->content);
+      it->size = (int64_t)strlen(it->data);
+    } else if (s->kind == SOURCE_URL) {
+      if (add_url(&op, s->path, dest_dir ? dest : NULL, dest_dir ? NULL : dest, err) < 0)
+        goto out;
+    } else if (copy_path(&op, rootfd, s->path, dest_dir, dest, err) < 0) {
+      goto out;
+    }
+  }
+  if (items_finish(&op, err) < 0 || write_layer(&op, err) < 0)
+    goto out;
+  rc = 0;
+out:
+  for (size_t i = 0; i < n_srcs; i++)
+    free(srcs[i].path);
+  free(srcs);
+  items_free(&op);
+  cleanup_tmpdirs(&op);
+  return rc;
+}
+
+int builder_mkdir_layer(struct build_run *run, int stage, const struct parser_step *step,
+                        const char *path, struct cb_error *err)
+{
+  struct copy_op op;
+  int rc;
+  memset(&op, 0, sizeof(op));
+  op.run = run;
+  op.st = &run->stages[stage];
+  op.step = step;
+  op.what = parser_instr_name(step->instr);
+  op.chmod = -1;
+  op.now = run->epoch >= 0 ? run->epoch : (int64_t)time(NULL);
+  item_new(&op, path)->mode = S_IFDIR | 0755;
+  rc = items_finish(&op, err) < 0 || write_layer(&op, err) < 0 ? -1 : 0;
+  items_free(&op);
+  return rc;
+}

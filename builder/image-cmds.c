@@ -1,0 +1,359 @@
+/* The store's commands: images, inspect, rmi, tag, save. */
+#include "builder.h"
+
+#include "../cache/cache.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <time.h>
+#include <unistd.h>
+
+static int fail(const struct cb_error *err)
+{
+  fprintf(stderr, "cbuild: %s\n", err->msg);
+  return BUILDER_EXIT_FAIL;
+}
+
+static int usage(const char *cmd, const char *text)
+{
+  fprintf(stderr, "cbuild: %s (see 'cbuild %s --help')\n", text, cmd);
+  return BUILDER_EXIT_USAGE;
+}
+
+static struct cache_store *open_store(const char *root_flag, struct cb_error *err)
+{
+  cleanup_free char *root = cache_root(root_flag, err);
+  return root ? cache_store_open(root, err) : NULL;
+}
+
+/* The image a name points at: its manifest descriptor, manifest and config. */
+struct image {
+  struct oci_descriptor desc;
+  struct oci_manifest m;
+  struct oci_config c;
+  struct strbuf manifest_json;
+  struct strbuf config_json;
+};
+
+static void image_release(struct image *img)
+{
+  oci_descriptor_release(&img->desc);
+  oci_manifest_release(&img->m);
+  oci_config_release(&img->c);
+  strbuf_release(&img->manifest_json);
+  strbuf_release(&img->config_json);
+}
+
+static int image_load(struct cache_store *s, const char *name, struct image *img,
+                      struct cb_error *err)
+{
+  int r;
+  memset(img, 0, sizeof(*img));
+  strbuf_init(&img->manifest_json, 0);
+  strbuf_init(&img->config_json, 0);
+  r = cache_tag_get(s, name, &img->desc, err);
+  if (r < 0)
+    return -1;
+  if (r > 0)
+    return cb_error_set(err, "no image \"%s\" in the store", name);
+  if (cache_blob_read(s, img->desc.digest, &img->manifest_json, err) < 0 ||
+      oci_manifest_parse(img->manifest_json.buf, img->manifest_json.len, &img->m, err) < 0 ||
+      cache_blob_read(s, img->m.config.digest, &img->config_json, err) < 0 ||
+      oci_config_parse(img->config_json.buf, img->config_json.len, &img->c, err) < 0)
+    return cb_error_wrap(err, "image \"%s\"", name);
+  return 0;
+}
+
+/* Only --help and --root; the rest are operands. */
+static int simple_options(const char *cmd, const char *help, int argc, char **argv,
+                          const char **root, const char **output)
+{
+  static const struct option opts[] = {
+    { "help", no_argument, NULL, 'h' },
+    { "root", required_argument, NULL, 'r' },
+    { "output", required_argument, NULL, 'o' },
+    { NULL, 0, NULL, 0 },
+  };
+  int c;
+  optind = 0;
+  opterr = 0;
+  while ((c = getopt_long(argc, argv, output ? ":ho:" : ":h", opts, NULL)) != -1) {
+    switch (c) {
+    case 'h':
+      fputs(help, stdout);
+      return BUILDER_EXIT_OK;
+    case 'r':
+      *root = optarg;
+      break;
+    case 'o':
+      if (!output)
+        return usage(cmd, "unknown flag \"-o\"");
+      *output = optarg;
+      break;
+    case ':':
+      return usage(cmd, "a flag needs a value");
+    default:
+      return usage(cmd, "unknown flag");
+    }
+  }
+  return -1;
+}
+
+static void human_size(int64_t n, char *buf, size_t size)
+{
+  const char *units[] = { "B", "kB", "MB", "GB", "TB" };
+  double v = (double)n;
+  size_t u = 0;
+  while (v >= 1000 && u + 1 < CB_ARRAY_SIZE(units)) {
+    v /= 1000;
+    u++;
+  }
+  snprintf(buf, size, u ? "%.3g%s" : "%.0f%s", v, units[u]);
+}
+
+int builder_cmd_images(int argc, char **argv, const char *root)
+{
+  static const char help[] = "Usage: cbuild images\n\nList the images of the store: repository, tag, "
+                             "image ID, created, size (compressed layers).\n";
+  struct cb_error err;
+  struct cache_store *s;
+  struct cache_tag *tags = NULL;
+  size_t n = 0;
+  int rc = simple_options("images", help, argc, argv, &root, NULL);
+  if (rc >= 0)
+    return rc;
+  if (optind < argc)
+    return usage("images", "\"images\" takes no arguments");
+  s = open_store(root, &err);
+  if (!s)
+    return fail(&err);
+  if (cache_tags_list(s, &tags, &n, &err) < 0) {
+    cache_store_close(s);
+    return fail(&err);
+  }
+  printf("%-40s %-16s %-14s %-22s %s\n", "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE");
+  for (size_t i = 0; i < n; i++) {
+    struct image img;
+    struct oci_reference ref;
+    char size[32];
+    int64_t total = 0;
+    cleanup_free char *familiar = NULL;
+    if (image_load(s, tags[i].name, &img, &err) < 0) {
+      fprintf(stderr, "cbuild: warning: %s\n", err.msg);
+      image_release(&img);
+      continue;
+    }
+    for (size_t l = 0; l < img.m.n_layers; l++)
+      total += img.m.layers[l].size;
+    human_size(total, size, sizeof(size));
+    if (oci_reference_parse(tags[i].name, &ref, &err) == 0) {
+      familiar = oci_reference_familiar(&ref);
+      /* the repository is the familiar name without its tag */
+      if (ref.tag && cb_ends_with(familiar, ref.tag))
+        familiar[strlen(familiar) - strlen(ref.tag) - 1] = '\0';
+    }
+    printf("%-40s %-16s %-14.12s %-22s %s\n", familiar ? familiar : tags[i].name,
+           ref.tag ? ref.tag : "<none>", img.m.config.digest + 7,
+           img.c.created ? img.c.created : "", size);
+    oci_reference_release(&ref);
+    image_release(&img);
+  }
+  cache_tags_free(tags, n);
+  cache_store_close(s);
+  return BUILDER_EXIT_OK;
+}
+
+int builder_cmd_inspect(int argc, char **argv, const char *root)
+{
+  static const char help[] = "Usage: cbuild inspect NAME...\n\nPrint the manifest and the config "
+                             "of images of the store as JSON.\n";
+  struct cb_error err;
+  struct cache_store *s;
+  json_t *out;
+  int rc = simple_options("inspect", help, argc, argv, &root, NULL);
+  if (rc >= 0)
+    return rc;
+  if (optind >= argc)
+    return usage("inspect", "\"inspect\" needs an image name");
+  s = open_store(root, &err);
+  if (!s)
+    return fail(&err);
+  out = json_array();
+  rc = BUILDER_EXIT_OK;
+  for (int i = optind; i < argc; i++) {
+    struct image img;
+    json_error_t je;
+    json_t *m, *c;
+    if (image_load(s, argv[i], &img, &err) < 0) {
+      image_release(&img);
+      rc = fail(&err);
+      break;
+    }
+    m = json_loadb(img.manifest_json.buf, img.manifest_json.len, 0, &je);
+    c = json_loadb(img.config_json.buf, img.config_json.len, 0, &je);
+    json_array_append_new(out, json_pack("{s:s, s:s, s:o, s:o}", "Name", argv[i], "Digest",
+                                         img.desc.digest, "Manifest", m ? m : json_null(),
+                                         "Config", c ? c : json_null()));
+    image_release(&img);
+  }
+  if (rc == BUILDER_EXIT_OK) {
+    char *text = json_dumps(out, JSON_INDENT(2) | JSON_SORT_KEYS);
+    puts(text);
+    free(text);
+  }
+  json_decref(out);
+  cache_store_close(s);
+  return rc;
+}
+
+int builder_cmd_rmi(int argc, char **argv, const char *root)
+{
+  static const char help[] = "Usage: cbuild rmi NAME...\n\nRemove image names from the store "
+                             "(their blobs stay until 'cbuild prune').\n";
+  struct cb_error err;
+  struct cache_store *s;
+  int rc = simple_options("rmi", help, argc, argv, &root, NULL);
+  if (rc >= 0)
+    return rc;
+  if (optind >= argc)
+    return usage("rmi", "\"rmi\" needs an image name");
+  s = open_store(root, &err);
+  if (!s)
+    return fail(&err);
+  rc = BUILDER_EXIT_OK;
+  for (int i = optind; i < argc; i++) {
+    int r = cache_tag_remove(s, argv[i], &err);
+    if (r < 0)
+      rc = fail(&err);
+    else if (r > 0) {
+      fprintf(stderr, "cbuild: no image \"%s\" in the store\n", argv[i]);
+      rc = BUILDER_EXIT_FAIL;
+    } else {
+      printf("Untagged: %s\n", argv[i]);
+    }
+  }
+  cache_store_close(s);
+  return rc;
+}
+
+int builder_cmd_tag(int argc, char **argv, const char *root)
+{
+  static const char help[] = "Usage: cbuild tag SOURCE TARGET\n\nGive an image of the store "
+                             "another name.\n";
+  struct cb_error err;
+  struct cache_store *s;
+  struct oci_descriptor desc;
+  int rc = simple_options("tag", help, argc, argv, &root, NULL), r;
+  if (rc >= 0)
+    return rc;
+  if (argc - optind != 2)
+    return usage("tag", "\"tag\" takes a source and a target name");
+  if (!oci_reference_valid(argv[optind + 1])) {
+    struct oci_reference ref;
+    oci_reference_parse(argv[optind + 1], &ref, &err);
+    return usage("tag", err.msg);
+  }
+  s = open_store(root, &err);
+  if (!s)
+    return fail(&err);
+  r = cache_tag_get(s, argv[optind], &desc, &err);
+  if (r > 0)
+    cb_error_set(&err, "no image \"%s\" in the store", argv[optind]);
+  if (r != 0 || cache_tag_set(s, argv[optind + 1], &desc, &err) < 0)
+    rc = fail(&err);
+  else
+    rc = BUILDER_EXIT_OK;
+  if (r == 0)
+    oci_descriptor_release(&desc);
+  cache_store_close(s);
+  return rc;
+}
+
+int builder_cmd_save(int argc, char **argv, const char *root)
+{
+  static const char help[] = "Usage: cbuild save NAME... -o FILE.tar\n\nWrite images of the store "
+                             "as an OCI image layout tarball (-o - or no -o: standard output).\n";
+  const char *output = NULL;
+  struct cb_error err;
+  struct cache_store *s;
+  struct image *imgs;
+  struct oci_archive_image *ai;
+  struct oci_reference *refs;
+  char **full;
+  struct oci_blob_source src;
+  cleanup_free char *tmp = NULL;
+  int n, fd = STDOUT_FILENO;
+  int rc = simple_options("save", help, argc, argv, &root, &output);
+  if (rc >= 0)
+    return rc;
+  if (optind >= argc)
+    return usage("save", "\"save\" needs an image name");
+  if (!output && isatty(STDOUT_FILENO))
+    return usage("save", "refusing to write a tarball to a terminal: use -o FILE");
+  s = open_store(root, &err);
+  if (!s)
+    return fail(&err);
+  n = argc - optind;
+  imgs = xcalloc((size_t)n, sizeof(*imgs));
+  ai = xcalloc((size_t)n, sizeof(*ai));
+  refs = xcalloc((size_t)n, sizeof(*refs));
+  full = xcalloc((size_t)n, sizeof(*full));
+  rc = BUILDER_EXIT_FAIL;
+  for (int i = 0; i < n; i++) {
+    if (image_load(s, argv[optind + i], &imgs[i], &err) < 0 ||
+        oci_reference_parse(argv[optind + i], &refs[i], &err) < 0)
+      goto out;
+    full[i] = oci_reference_string(&refs[i]);
+    ai[i].manifest = &imgs[i].desc;
+    ai[i].parsed = &imgs[i].m;
+    ai[i].ref_name = refs[i].tag;
+    ai[i].image_name = full[i];
+  }
+  if (output && strcmp(output, "-") != 0) {
+    tmp = xasprintf("%s.cbuild-tmp-%d", output, (int)getpid());
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      cb_error_errno(&err, errno, "create \"%s\"", tmp);
+      goto out;
+    }
+  }
+  cache_blob_source(s, &src);
+  if (oci_layout_write_tar(fd, ai, (size_t)n, &src, &err) < 0)
+    goto out;
+  if (tmp) {
+    if (fsync(fd) < 0 || close(fd) < 0) {
+      fd = -1;
+      cb_error_errno(&err, errno, "write \"%s\"", output);
+      goto out;
+    }
+    fd = -1;
+    if (rename(tmp, output) < 0) {
+      cb_error_errno(&err, errno, "rename \"%s\"", tmp);
+      goto out;
+    }
+    free(tmp);
+    tmp = NULL;
+  }
+  rc = BUILDER_EXIT_OK;
+out:
+  if (rc != BUILDER_EXIT_OK)
+    fail(&err);
+  if (tmp) {
+    if (fd >= 0)
+      close(fd);
+    unlink(tmp);
+  }
+  for (int i = 0; i < n; i++) {
+    image_release(&imgs[i]);
+    oci_reference_release(&refs[i]);
+    free(full[i]);
+  }
+  free(imgs);
+  free(ai);
+  free(refs);
+  free(full);
+  cache_store_close(s);
+  return rc;
+}
