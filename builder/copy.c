@@ -49,6 +49,7 @@ struct copy_op {
   uid_t uid;
   gid_t gid;
   long chmod;                /* -1: keep modes */
+  bool keep_owners;          /* take uid/gid from the source (ADD archives) */
   int64_t now;
   struct item *items;
   size_t n, alloc;
@@ -121,6 +122,10 @@ static int add_object(struct copy_op *op, int rootfd, const char *src, const str
   struct item *it = item_new(op, dest);
   it->mode = apply_chmod(op, st->st_mode);
   it->mtime = st->st_mtim.tv_sec;
+  if (op->keep_owners) {
+    it->uid = st->st_uid;
+    it->gid = st->st_gid;
+  }
   it->rootfd = rootfd;
   it->src = xstrdup(src);
   it->dev = st->st_dev;
@@ -169,22 +174,33 @@ static int stat_beneath(int rootfd, const char *path, struct stat *st)
   return fstatat(dfd, slash ? slash + 1 : path, st, AT_SYMLINK_NOFOLLOW);
 }
 
+/* Open directory dir beneath rootfd for reading, or NULL with err. */
+static DIR *open_dir(struct copy_op *op, int rootfd, const char *dir, struct cb_error *err)
+{
+  int fd = cb_open_beneath(rootfd, dir, O_RDONLY | O_DIRECTORY);
+  DIR *d;
+  if (fd < 0) {
+    op_error(op, err, "open \"%s\": %s", dir, strerror(errno));
+    return NULL;
+  }
+  d = fdopendir(fd);
+  if (!d) {
+    op_error(op, err, "read \"%s\": %s", dir, strerror(errno));
+    close(fd);
+  }
+  return d;
+}
+
 /* Copy the contents of directory src (beneath rootfd) into dest. */
 static int walk_dir(struct copy_op *op, int rootfd, const char *src, const char *dest,
                     struct cb_error *err)
 {
-  int fd = cb_open_beneath(rootfd, src, O_RDONLY | O_DIRECTORY);
-  DIR *d;
+  DIR *d = open_dir(op, rootfd, src, err);
   struct dirent *de;
   struct strvec names = STRVEC_INIT;
   int rc = 0;
-  if (fd < 0)
-    return op_error(op, err, "open \"%s\": %s", src, strerror(errno));
-  d = fdopendir(fd);
-  if (!d) {
-    close(fd);
-    return op_error(op, err, "read \"%s\": %s", src, strerror(errno));
-  }
+  if (!d)
+    return -1;
   while ((errno = 0, de = readdir(d)) != NULL) {
     if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
       continue;
@@ -272,18 +288,12 @@ static bool has_glob(const char *s) { return strpbrk(s, "*?[") != NULL; }
 static int glob_walk(struct copy_op *op, int rootfd, const char *dir, const char *pattern,
                      struct strvec *out, struct cb_error *err)
 {
-  int fd = cb_open_beneath(rootfd, dir, O_RDONLY | O_DIRECTORY);
-  DIR *d;
+  DIR *d = open_dir(op, rootfd, dir, err);
   struct dirent *de;
   struct strvec subdirs = STRVEC_INIT;
   int rc = 0;
-  if (fd < 0)
-    return op_error(op, err, "open \"%s\": %s", dir, strerror(errno));
-  d = fdopendir(fd);
-  if (!d) {
-    close(fd);
-    return op_error(op, err, "read \"%s\": %s", dir, strerror(errno));
-  }
+  if (!d)
+    return -1;
   while ((de = readdir(d)) != NULL) {
     cleanup_free char *p = NULL;
     if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
@@ -356,16 +366,10 @@ struct download {
 static size_t download_write(char *data, size_t size, size_t n, void *p)
 {
   struct download *d = p;
-  size_t len = size * n, off = 0;
-  while (off < len) {
-    ssize_t w = write(d->fd, data + off, len - off);
-    if (w < 0) {
-      if (errno == EINTR)
-        continue;
-      d->werr = errno;
-      return 0;
-    }
-    off += (size_t)w;
+  size_t len = size * n;
+  if (cb_write_all(d->fd, data, len) < 0) {
+    d->werr = errno;
+    return 0;
   }
   oci_hasher_update(d->h, data, len);
   d->size += (int64_t)len;
@@ -486,7 +490,9 @@ static int add_archive(struct copy_op *op, int rootfd, const char *src, const ch
   if (dirfd < 0)
     return cb_error_errno(err, errno, "open \"%s\"", dir);
   strvec_pushf(&op->tmpdirs, "#fd:%d", dirfd);
-  if (oci_archive_extract(afd, dirfd, false, not_archive, err) < 0) {
+  /* Without --chown, ADD keeps the archive's owners, as Docker does; only
+   * root can set them while extracting. */
+  if (oci_archive_extract(afd, dirfd, !op->step->chown && geteuid() == 0, not_archive, err) < 0) {
     if (*not_archive)
       return 0;
     return cb_error_wrap(err, "%s:%d: ADD \"%s\"", op->run->plan->df->file, op->step->line, src);
@@ -498,7 +504,9 @@ static int add_archive(struct copy_op *op, int rootfd, const char *src, const ch
     const struct build_context *ctx = op->ctx;
     int r;
     op->ctx = NULL;
+    op->keep_owners = !op->step->chown;
     r = walk_dir(op, dirfd, ".", dest_dir, err);
+    op->keep_owners = false;
     op->ctx = ctx;
     return r;
   }
@@ -867,6 +875,8 @@ static int copy_path(struct copy_op *op, int rootfd, const char *src, bool dest_
 {
   struct stat st;
   cleanup_free char *real = NULL;
+  /* a followed symlink keeps its own name in a directory destination */
+  cleanup_free char *name = xstrdup(base_name(src));
   if (stat_beneath(rootfd, src, &st) < 0)
     return op_error(op, err, "source \"%s\": %s", src, strerror(errno));
   if (S_ISLNK(st.st_mode) && (real = follow_named(rootfd, src)) != NULL) {
@@ -884,7 +894,7 @@ static int copy_path(struct copy_op *op, int rootfd, const char *src, bool dest_
       return 0;
   }
   {
-    cleanup_free char *target = dest_dir ? join(dest, base_name(src)) : xstrdup(dest);
+    cleanup_free char *target = dest_dir ? join(dest, name) : xstrdup(dest);
     return add_object(op, rootfd, src, &st, target, err);
   }
 }

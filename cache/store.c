@@ -40,22 +40,6 @@ struct cache_store {
 
 /* ---- small file helpers ---- */
 
-static int write_all(int fd, const void *data, size_t n)
-{
-  const char *p = data;
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR)
-        continue;
-      return -1;
-    }
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
 static int fsync_retry(int fd)
 {
   int r;
@@ -146,7 +130,7 @@ static int replace_file(struct cache_store *s, const char *name, const char *dat
                                      tmp, sizeof(tmp), err);
   if (fd < 0)
     return cb_error_wrap(err, "write \"%s\"", name);
-  if (write_all(fd, data, n) < 0 || fsync_retry(fd) < 0) {
+  if (cb_write_all(fd, data, n) < 0 || fsync_retry(fd) < 0) {
     cb_error_errno(err, errno, "write \"%s/tmp/%s\"", s->root, tmp);
     goto fail;
   }
@@ -503,7 +487,7 @@ int cache_blob_put(struct cache_store *s, const void *data, size_t n, char out[O
   fd = cache_blob_create(s, &path, err);
   if (fd < 0)
     return cb_error_wrap(err, "store blob %s", out);
-  if (write_all(fd, data, n) < 0) {
+  if (cb_write_all(fd, data, n) < 0) {
     int e = errno;
     cache_blob_abort(s, fd, path);
     return cb_error_errno(err, e, "store blob %s: write \"%s\"", out, path);

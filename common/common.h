@@ -161,6 +161,11 @@ int cb_read_file(const char *path, struct strbuf *out, struct cb_error *err);
  */
 int cb_open_beneath(int rootfd, const char *path, int flags);
 
+/* Write all n bytes, retrying short writes and EINTR; -1 with errno. */
+int cb_write_all(int fd, const void *data, size_t n);
+/* read(2), retried on EINTR. */
+ssize_t cb_read_retry(int fd, void *buf, size_t n);
+
 /* Remove name (relative to dirfd) and, for a directory, all it holds,
  * never following symlinks.  -1 with errno on the first failure. */
 int cb_remove_tree(int dirfd, const char *name);

@@ -87,6 +87,31 @@ int cb_open_beneath(int rootfd, const char *path, int flags)
   return open_walk(rootfd, path, flags);
 }
 
+int cb_write_all(int fd, const void *data, size_t n)
+{
+  const char *p = data;
+  while (n > 0) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR)
+        continue;
+      return -1;
+    }
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+ssize_t cb_read_retry(int fd, void *buf, size_t n)
+{
+  ssize_t r;
+  do
+    r = read(fd, buf, n);
+  while (r < 0 && errno == EINTR);
+  return r;
+}
+
 int cb_remove_tree(int parentfd, const char *name)
 {
   struct stat st;

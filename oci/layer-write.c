@@ -250,16 +250,8 @@ static int write_out(struct oci_layer_writer *w, const unsigned char *buf, size_
   if (w->compression != OCI_COMPRESSION_NONE)
     oci_hasher_update(w->blob_hasher, buf, n);
   w->blob_size += (int64_t)n;
-  while (n > 0) {
-    ssize_t r = write(w->fd, buf, n);
-    if (r < 0) {
-      if (errno == EINTR)
-        continue;
-      return cb_error_errno(&w->out_err, errno, "write layer");
-    }
-    buf += r;
-    n -= (size_t)r;
-  }
+  if (cb_write_all(w->fd, buf, n) < 0)
+    return cb_error_errno(&w->out_err, errno, "write layer");
   return 0;
 }
 
@@ -656,15 +648,6 @@ static int write_data(struct oci_layer_writer *w, const char *path, const void *
   return 0;
 }
 
-static ssize_t read_retry(int fd, void *buf, size_t n)
-{
-  ssize_t r;
-  do
-    r = read(fd, buf, n);
-  while (r < 0 && errno == EINTR);
-  return r;
-}
-
 int oci_layer_writer_add(struct oci_layer_writer *w, const struct oci_entry *e, int content_fd,
                          struct cb_error *err)
 {
@@ -683,7 +666,7 @@ int oci_layer_writer_add(struct oci_layer_writer *w, const struct oci_entry *e, 
   int64_t left = e->size;
   while (left > 0) {
     size_t want = left < (int64_t)LAYER_READ_SIZE ? (size_t)left : LAYER_READ_SIZE;
-    ssize_t n = read_retry(content_fd, w->read_buf, want);
+    ssize_t n = cb_read_retry(content_fd, w->read_buf, want);
     if (n < 0) {
       w->broken = true;
       return cb_error_errno(err, errno, "read \"%s\"", e->path);
@@ -699,7 +682,7 @@ int oci_layer_writer_add(struct oci_layer_writer *w, const struct oci_entry *e, 
   }
   /* The header said e->size: a file that grew since would not fit. */
   unsigned char extra;
-  ssize_t n = read_retry(content_fd, &extra, 1);
+  ssize_t n = cb_read_retry(content_fd, &extra, 1);
   if (n != 0) {
     w->broken = true;
     if (n < 0)

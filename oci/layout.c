@@ -399,21 +399,6 @@ int oci_docker_archive_write(int fd, const struct oci_archive_image *images, siz
 
 /* ---- directories ---- */
 
-static int write_all(int fd, const void *buf, size_t n)
-{
-  const char *p = buf;
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0 && errno == EINTR)
-      continue;
-    if (w < 0)
-      return -1;
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
 struct file_sink {
   int fd;
   const char *what;
@@ -422,7 +407,7 @@ struct file_sink {
 static int file_sink_write(void *ctx, const void *buf, size_t n, struct cb_error *err)
 {
   struct file_sink *f = ctx;
-  if (write_all(f->fd, buf, n) < 0)
+  if (cb_write_all(f->fd, buf, n) < 0)
     return cb_error_errno(err, errno, "write \"%s\"", f->what);
   return 0;
 }
@@ -482,7 +467,7 @@ fail:
 static int fill_string(int fd, const char *what, void *ctx, struct cb_error *err)
 {
   const char *s = ctx;
-  if (write_all(fd, s, strlen(s)) < 0)
+  if (cb_write_all(fd, s, strlen(s)) < 0)
     return cb_error_errno(err, errno, "write \"%s\"", what);
   return 0;
 }
