@@ -183,7 +183,7 @@ static void health_set(struct oci_config *c, const struct parser_step *step)
 }
 
 static int run_step(struct build_run *run, int stage, const struct parser_step *step,
-                    struct cb_error *err)
+                    struct progress *p, int id, struct cb_error *err)
 {
   struct stage_state *st = &run->stages[stage];
   struct oci_config *c = &st->config;
@@ -194,8 +194,7 @@ static int run_step(struct build_run *run, int stage, const struct parser_step *
   case PARSER_WORKDIR:
     return workdir_step(run, stage, step, err);
   case PARSER_RUN:
-    return cb_error_set(err, "%s:%d: RUN: running commands needs the build sandbox, which is not implemented yet",
-                        run->plan->df->file, step->line);
+    return builder_run_step(run, stage, step, p, id, err);
   case PARSER_ENV:
     for (size_t k = 0; k < step->n_kvs; k++)
       oci_config_set_env(c, step->kvs[k].key, step->kvs[k].value);
@@ -454,10 +453,15 @@ int builder_build(const struct builder_options *o, struct builder_plan *plan,
       const struct parser_step *step = &plan->steps[i][s];
       int id = progress_step_add(p, name, (int)s + 1, (int)ps->n_steps, step->text);
       progress_step_start(p, id);
-      if (run_step(&run, (int)i, step, err) < 0) {
+      if (run_step(&run, (int)i, step, p, id, err) < 0) {
         /* every step error names its place, once */
-        if (!cb_starts_with(err->msg, df->file))
-          cb_error_wrap(err, "%s:%d: %s", df->file, step->line, parser_instr_name(step->instr));
+        const char *instr = parser_instr_name(step->instr);
+        size_t n = strlen(instr);
+        bool named = strncmp(err->msg, instr, n) == 0 && err->msg[n] == ' ';
+        if (!cb_starts_with(err->msg, df->file) && named)
+          cb_error_wrap(err, "%s:%d", df->file, step->line);
+        else if (!cb_starts_with(err->msg, df->file))
+          cb_error_wrap(err, "%s:%d: %s", df->file, step->line, instr);
         progress_step_error(p, id, "%s", err->msg);
         goto out;
       }

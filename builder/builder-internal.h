@@ -81,6 +81,12 @@ struct build_run {
   char *created;  /* RFC 3339 time for history and config */
 };
 
+struct progress;
+
+/* Run a RUN step in the sandbox; its output goes to progress step id. */
+int builder_run_step(struct build_run *run, int stage, const struct parser_step *step,
+                     struct progress *p, int id, struct cb_error *err);
+
 /* Run a COPY or ADD step on the stage: makes one layer. */
 int builder_copy(struct build_run *run, int stage, const struct parser_step *step,
                  struct cb_error *err);

@@ -9,6 +9,7 @@
 #include "../common/common.h"
 #include "../oci/oci.h"
 #include "../parser/parser.h"
+#include "../runner/runner.h"
 
 struct cache_store;
 struct progress;
@@ -38,6 +39,8 @@ struct builder_options {
   char *progress; /* auto, plain, tty or quiet */
   bool no_cache;
   struct oci_layer_options layer; /* --compression, --compression-level */
+  enum parser_network network;    /* --network, for RUN steps without their own */
+  struct runner_limits limits;    /* --memory, --pids-limit, --cpus, --cpu-quota/period */
 };
 
 void builder_options_release(struct builder_options *o);

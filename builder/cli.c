@@ -29,6 +29,12 @@ static const char build_usage[] =
     "  -q, --quiet               print only errors\n"
     "  -o, --output SPEC         type=oci,dest=FILE[,tar=false] or type=docker,dest=FILE\n"
     "                            (dest=- writes the tar to standard output)\n"
+    "      --network MODE        RUN's network: default (outbound, own namespace),\n"
+    "                            none or host\n"
+    "      --memory SIZE         memory limit of each RUN step (e.g. 512m)\n"
+    "      --pids-limit N        process limit of each RUN step\n"
+    "      --cpus N              CPU limit of each RUN step (e.g. 1.5)\n"
+    "      --cpu-quota US, --cpu-period US  the same as a CFS quota\n"
     "      --compression ALG     layer compression: gzip (default), zstd or none\n"
     "      --compression-level N the compressor's level\n"
     "      --root DIR            the store (default $CBUILD_ROOT, /var/lib/cbuild for root,\n"
@@ -57,6 +63,12 @@ enum {
   OPT_ROOT,
   OPT_COMPRESSION,
   OPT_COMPRESSION_LEVEL,
+  OPT_NETWORK,
+  OPT_MEMORY,
+  OPT_PIDS_LIMIT,
+  OPT_CPUS,
+  OPT_CPU_QUOTA,
+  OPT_CPU_PERIOD,
 };
 
 static const struct option build_options[] = {
@@ -72,6 +84,12 @@ static const struct option build_options[] = {
   { "root", required_argument, NULL, OPT_ROOT },
   { "compression", required_argument, NULL, OPT_COMPRESSION },
   { "compression-level", required_argument, NULL, OPT_COMPRESSION_LEVEL },
+  { "network", required_argument, NULL, OPT_NETWORK },
+  { "memory", required_argument, NULL, OPT_MEMORY },
+  { "pids-limit", required_argument, NULL, OPT_PIDS_LIMIT },
+  { "cpus", required_argument, NULL, OPT_CPUS },
+  { "cpu-quota", required_argument, NULL, OPT_CPU_QUOTA },
+  { "cpu-period", required_argument, NULL, OPT_CPU_PERIOD },
   { "help", no_argument, NULL, 'h' },
   { NULL, 0, NULL, 0 },
 };
@@ -158,6 +176,18 @@ static int output_parse(const char *spec, struct builder_output *out, struct cb_
   return 0;
 }
 
+static int parse_count(const char *s, long long *out)
+{
+  char *end;
+  long long v;
+  errno = 0;
+  v = strtoll(s, &end, 10);
+  if (*end || end == s || errno)
+    return -1;
+  *out = v;
+  return 0;
+}
+
 static int tag_check(const char *tag, struct cb_error *err)
 {
   struct oci_reference ref;
@@ -239,6 +269,45 @@ static int options_parse(const char *cmd, const struct option *longopts, const c
       if (oci_compression_parse(optarg, &o->layer.compression) < 0)
         return usage_error(cmd, "invalid --compression \"%s\": want gzip, zstd or none", optarg);
       break;
+    case OPT_NETWORK:
+      if (strcmp(optarg, "default") == 0)
+        o->network = PARSER_NET_DEFAULT;
+      else if (strcmp(optarg, "none") == 0)
+        o->network = PARSER_NET_NONE;
+      else if (strcmp(optarg, "host") == 0)
+        o->network = PARSER_NET_HOST;
+      else
+        return usage_error(cmd, "invalid --network \"%s\": want default, none or host", optarg);
+      break;
+    case OPT_MEMORY:
+      if (cb_parse_size(optarg, &o->limits.memory_bytes) < 0 || o->limits.memory_bytes < (1 << 20))
+        return usage_error(cmd, "invalid --memory \"%s\": want a size of at least 1m, such as 512m", optarg);
+      break;
+    case OPT_PIDS_LIMIT:
+      if (parse_count(optarg, &o->limits.pids) < 0 || o->limits.pids < 1)
+        return usage_error(cmd, "invalid --pids-limit \"%s\": want a positive number", optarg);
+      break;
+    case OPT_CPUS: {
+      char *end;
+      double v = strtod(optarg, &end);
+      if (*end || end == optarg || v <= 0 || v > 1024)
+        return usage_error(cmd, "invalid --cpus \"%s\": want a number such as 1.5", optarg);
+      o->limits.cpu_period_us = 100000;
+      o->limits.cpu_quota_us = (long long)(v * 100000);
+      break;
+    }
+    case OPT_CPU_QUOTA:
+    case OPT_CPU_PERIOD: {
+      long long v;
+      if (parse_count(optarg, &v) < 0 || v < 1000)
+        return usage_error(cmd, "invalid %s \"%s\": want microseconds, at least 1000",
+                           c == OPT_CPU_QUOTA ? "--cpu-quota" : "--cpu-period", optarg);
+      if (c == OPT_CPU_QUOTA)
+        o->limits.cpu_quota_us = v;
+      else
+        o->limits.cpu_period_us = v;
+      break;
+    }
     case OPT_COMPRESSION_LEVEL: {
       char *end;
       long v = strtol(optarg, &end, 10);

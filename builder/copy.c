@@ -54,7 +54,16 @@ struct copy_op {
   struct item *items;
   size_t n, alloc;
   struct strvec tmpdirs;     /* staging directories to remove */
+  int *fds;                  /* fds on staging directories, closed at the end */
+  size_t n_fds, fds_alloc;
 };
+
+/* Keep fd open until the step ends (items refer to files beneath it). */
+static void op_keep_fd(struct copy_op *op, int fd)
+{
+  CB_GROW(op->fds, op->n_fds + 1, op->fds_alloc);
+  op->fds[op->n_fds++] = fd;
+}
 
 static int op_error(struct copy_op *op, struct cb_error *err, const char *fmt, ...)
     CB_PRINTF(3, 4);
@@ -331,7 +340,8 @@ static int source_paths(struct copy_op *op, int rootfd, const char *src, struct 
   if (has_glob(clean)) {
     if (glob_walk(op, rootfd, ".", clean, out, err) < 0)
       return -1;
-    qsort(out->v, out->n, sizeof(*out->v), cmp_str);
+    if (out->n > 1)
+      qsort(out->v, out->n, sizeof(*out->v), cmp_str);
   } else if ((!op->ctx || !context_excluded(op->ctx, clean)) && stat_beneath(rootfd, clean, &st) == 0) {
     strvec_push(out, clean);
   }
@@ -402,10 +412,9 @@ static int add_url(struct copy_op *op, const char *url, const char *dest_dir,
   struct download d = { -1, NULL, 0, 0 };
   CURL *c;
   CURLcode cr;
-  long code = 0, filetime = -1;
+  long filetime = -1;
   char curlerr[CURL_ERROR_SIZE] = "";
   struct item *it;
-  int rc = -1;
 
   if (!dest_file && !name)
     return op_error(op, err, "cannot determine a file name from \"%s\": give a destination file",
@@ -435,7 +444,6 @@ static int add_url(struct copy_op *op, const char *url, const char *dest_dir,
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, download_write);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &d);
   cr = curl_easy_perform(c);
-  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
   curl_easy_getinfo(c, CURLINFO_FILETIME, &filetime);
   curl_easy_cleanup(c);
   oci_hasher_final(d.h, digest);
@@ -466,12 +474,12 @@ static int add_url(struct copy_op *op, const char *url, const char *dest_dir,
     it->mtime = filetime > 0 ? filetime : op->now;
     /* The staging dir lives until the layer is written: keep an fd. */
     it->rootfd = dup(dirfd);
+    if (it->rootfd < 0)
+      return cb_error_errno(err, errno, "open \"%s\"", dir);
     it->src = xstrdup("download");
-    strvec_pushf(&op->tmpdirs, "#fd:%d", it->rootfd);
+    op_keep_fd(op, it->rootfd);
   }
-  rc = 0;
-  (void)code;
-  return rc;
+  return 0;
 }
 
 /* Turn an extracted archive's tree into items under dest_dir. */
@@ -489,7 +497,7 @@ static int add_archive(struct copy_op *op, int rootfd, const char *src, const ch
   dirfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (dirfd < 0)
     return cb_error_errno(err, errno, "open \"%s\"", dir);
-  strvec_pushf(&op->tmpdirs, "#fd:%d", dirfd);
+  op_keep_fd(op, dirfd);
   /* Without --chown, ADD keeps the archive's owners, as Docker does; only
    * root can set them while extracting. */
   if (oci_archive_extract(afd, dirfd, !op->step->chown && geteuid() == 0, not_archive, err) < 0) {
@@ -652,7 +660,8 @@ static int items_finish(struct copy_op *op, struct cb_error *err)
   }
   for (size_t i = 0; i < op->n; i++)
     op->items[i].order = i;
-  qsort(op->items, op->n, sizeof(*op->items), cmp_item);
+  if (op->n > 1)
+    qsort(op->items, op->n, sizeof(*op->items), cmp_item);
   for (size_t i = 0; i < op->n; i++) {
     if (i + 1 < op->n && strcmp(op->items[i].dest, op->items[i + 1].dest) == 0) {
       free(op->items[i].dest);
@@ -823,7 +832,7 @@ static int materialize(struct copy_op *op, const struct oci_descriptor *layers, 
   dirfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (dirfd < 0)
     return cb_error_errno(err, errno, "open \"%s\"", dir);
-  strvec_pushf(&op->tmpdirs, "#fd:%d", dirfd);
+  op_keep_fd(op, dirfd);
   for (size_t i = 0; i < n; i++) {
     int64_t size;
     bool not_archive;
@@ -842,15 +851,14 @@ static int materialize(struct copy_op *op, const struct oci_descriptor *layers, 
 
 static void cleanup_tmpdirs(struct copy_op *op)
 {
-  for (size_t i = 0; i < op->tmpdirs.n; i++) {
-    const char *t = op->tmpdirs.v[i];
-    if (cb_starts_with(t, "#fd:")) {
-      close(atoi(t + 4));
-    } else {
-      /* staging trees are ours, under the store's tmp/ */
-      cb_remove_tree(AT_FDCWD, t);
-    }
-  }
+  for (size_t i = 0; i < op->n_fds; i++)
+    close(op->fds[i]);
+  free(op->fds);
+  op->fds = NULL;
+  op->n_fds = op->fds_alloc = 0;
+  /* staging trees are ours, under the store's tmp/ */
+  for (size_t i = 0; i < op->tmpdirs.n; i++)
+    cb_remove_tree(AT_FDCWD, op->tmpdirs.v[i]);
   strvec_clear(&op->tmpdirs);
 }
 

@@ -75,6 +75,16 @@ int cache_blob_read(struct cache_store *s, const char *digest, struct strbuf *ou
 /* A blob source for the archive writers: blobs are checked as they are opened. */
 void cache_blob_source(struct cache_store *s, struct oci_blob_source *src);
 
+/* ---- snapshots ----
+ *
+ * Each layer is also kept unpacked, once, as an overlayfs lower directory
+ * (ROOT/snapshots/<diff_id hex>/), made in ROOT/tmp and renamed into place
+ * when complete, so a crash never leaves a half-unpacked snapshot.  The
+ * blob is checked against its digest and the result against the diff_id.
+ */
+int cache_snapshot_get(struct cache_store *s, const struct oci_descriptor *layer,
+                       const char *diff_id, bool userxattr, char **path, struct cb_error *err);
+
 /* ---- tags ---- */
 
 struct cache_tag {

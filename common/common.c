@@ -342,3 +342,33 @@ int cb_read_file(const char *path, struct strbuf *out, struct cb_error *err)
     return cb_error_errno(err, errno, "open \"%s\"", path);
   return cb_read_stream(f, path, out, err);
 }
+
+/* Sizes as docker's units.RAMInBytes: "64m", "1g", "512k", "100"; k, m, g,
+ * t and p are powers of 1024, and a trailing "b" is allowed. */
+int cb_parse_size(const char *v, long long *out)
+{
+  char *end;
+  double n;
+  long long mult = 1;
+  errno = 0;
+  n = strtod(v, &end);
+  if (end == v || errno || n < 0)
+    return -1;
+  switch (*end | 0x20) {
+  case 'k': mult = 1LL << 10; end++; break;
+  case 'm': mult = 1LL << 20; end++; break;
+  case 'g': mult = 1LL << 30; end++; break;
+  case 't': mult = 1LL << 40; end++; break;
+  case 'p': mult = 1LL << 50; end++; break;
+  case 'b': break;
+  default:
+    if (*end)
+      return -1;
+  }
+  if ((*end | 0x20) == 'b')
+    end++;
+  if (*end || n * (double)mult > 9e18)
+    return -1;
+  *out = (long long)(n * (double)mult);
+  return 0;
+}

@@ -141,6 +141,8 @@ int cb_error_wrap(struct cb_error *err, const char *fmt, ...) CB_PRINTF(2, 3);
 
 /* ---- small string helpers ---- */
 bool cb_starts_with(const char *s, const char *prefix);
+/* Parses a size such as "512m" or "1g" into bytes; -1 when malformed. */
+int cb_parse_size(const char *v, long long *out);
 bool cb_ends_with(const char *s, const char *suffix);
 /* ASCII case-insensitive equality. */
 bool cb_streq_ci(const char *a, const char *b);

@@ -61,6 +61,28 @@
  * filled and its mtime survives its children.  Device nodes need
  * CAP_MKNOD: without it (EPERM, a rootless build) they are skipped, as
  * Docker skips them in a user namespace.
+ *
+ * oci_layer_unpack_overlay() runs the same code for a layer that becomes
+ * an overlayfs lower directory (a snapshot), with these differences:
+ *
+ *  - ".wh.NAME" becomes what overlayfs takes for a deleted NAME: a 0/0
+ *    character device (mknod of that one device needs no privilege since
+ *    Linux 5.8, in a user namespace or not).  ".wh..wh..opq" sets the
+ *    opaque xattr on its directory; other ".wh..wh." names are AUFS
+ *    bookkeeping and are skipped, as Docker skips them.
+ *
+ *  - A whiteout hides only what lower layers have (the image spec): when
+ *    this layer itself also has NAME, in either order, NAME stays, and a
+ *    directory NAME is made opaque, since it replaced the deleted one.
+ *
+ *  - Owners are kept.  A chown refused with EPERM when not root (a rootless
+ *    build unpacking outside its user namespace) leaves the caller's own
+ *    ids: the user namespace maps them to root later.  Any other failure,
+ *    EINVAL for an id the namespace does not map included, is an error.
+ *
+ *  - xattrs named user.overlay.* are not applied either: with userxattr
+ *    they steer overlayfs as trusted.overlay.* do otherwise.  Only the
+ *    opaque marker this code sets itself ever reaches the snapshot.
  */
 #include "oci.h"
 
@@ -88,6 +110,13 @@
  * archive.h leaves commented out (archive_private.h has them on Linux). */
 #define EXTRACT_ERRNO_FILE_FORMAT EILSEQ
 #define EXTRACT_ERRNO_MISC (-1)
+
+/* Whiteouts as layer tars spell them (the image spec's AUFS names). */
+#define WHITEOUT_PREFIX ".wh."
+#define WHITEOUT_META_PREFIX ".wh..wh."
+#define WHITEOUT_OPAQUE ".wh..wh..opq"
+/* overlayfs's own xattrs in the user namespace (mounts with userxattr). */
+#define OVERLAY_USER_XATTR_PREFIX "user.overlay."
 
 /* 0 unknown, 1 use it, -1 fall back; threads may race to set it, to the
  * same value. */
@@ -394,6 +423,9 @@ struct extractor {
   struct archive *a;
   int rootfd;
   bool keep_owners;
+  bool overlay;     /* oci_layer_unpack_overlay(): whiteouts for overlayfs */
+  bool userxattr;   /* its opaque xattr is user.overlay.opaque */
+  bool lax_owners;  /* a chown refused with EPERM is not an error */
   const char *archive_name; /* for messages */
   const char *entry;        /* the entry's name as the archive spells it */
   struct strbuf path;       /* the entry's clean name */
@@ -454,6 +486,12 @@ static void entry_times(struct archive_entry *e, struct timespec times[2])
   }
 }
 
+/* Whether a chown that failed with errno e fails the entry. */
+static bool chown_fatal(const struct extractor *x, int e)
+{
+  return !(x->lax_owners && e == EPERM);
+}
+
 /* The xattrs a layer keeps (oci_entry's); others are not applied. */
 static bool xattr_kept(const char *name)
 {
@@ -470,7 +508,8 @@ static int set_xattrs(struct extractor *x, struct archive_entry *e, int fd,
   if (archive_entry_xattr_reset(e) == 0)
     return 0;
   while (archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK) {
-    if (name == NULL || !xattr_kept(name))
+    if (name == NULL || !xattr_kept(name) ||
+        (x->overlay && cb_starts_with(name, OVERLAY_USER_XATTR_PREFIX)))
       continue;
     /* ENOTSUP: the filesystem has none; EPERM: security.* needs privilege. */
     if (fsetxattr(fd, name, value, size, 0) < 0 && errno != ENOTSUP && errno != EPERM) {
@@ -487,8 +526,10 @@ static int set_meta_at(struct extractor *x, struct archive_entry *e, int parentf
                        const char *name, bool chmod, struct cb_error *err)
 {
   struct timespec times[2];
-  if (x->keep_owners && fchownat(parentfd, name, (uid_t)archive_entry_uid(e),
-                                 (gid_t)archive_entry_gid(e), AT_SYMLINK_NOFOLLOW) < 0)
+  if (x->keep_owners &&
+      fchownat(parentfd, name, (uid_t)archive_entry_uid(e), (gid_t)archive_entry_gid(e),
+               AT_SYMLINK_NOFOLLOW) < 0 &&
+      chown_fatal(x, errno))
     return entry_errno(x, err, errno, "chown");
   if (chmod && fchmodat(parentfd, name, archive_entry_perm(e) & 07777, AT_SYMLINK_NOFOLLOW) < 0)
     return entry_errno(x, err, errno, "chmod");
@@ -543,7 +584,8 @@ static int make_file(struct extractor *x, struct archive_entry *e, int parentfd,
   if (end < size && ftruncate(fd, (off_t)size) < 0)
     return entry_errno(x, err, errno, "write");
   if (x->keep_owners &&
-      fchown(fd, (uid_t)archive_entry_uid(e), (gid_t)archive_entry_gid(e)) < 0)
+      fchown(fd, (uid_t)archive_entry_uid(e), (gid_t)archive_entry_gid(e)) < 0 &&
+      chown_fatal(x, errno))
     return entry_errno(x, err, errno, "chown");
   if (fchmod(fd, archive_entry_perm(e) & 07777) < 0)
     return entry_errno(x, err, errno, "chmod");
@@ -572,7 +614,8 @@ static int make_dir(struct extractor *x, struct archive_entry *e, int parentfd,
   if (fd < 0)
     return entry_errno(x, err, errno, "open");
   if (x->keep_owners &&
-      fchown(fd, (uid_t)archive_entry_uid(e), (gid_t)archive_entry_gid(e)) < 0)
+      fchown(fd, (uid_t)archive_entry_uid(e), (gid_t)archive_entry_gid(e)) < 0 &&
+      chown_fatal(x, errno))
     return entry_errno(x, err, errno, "chown");
   if (set_xattrs(x, e, fd, err) < 0)
     return -1;
@@ -618,6 +661,70 @@ static int make_hardlink(struct extractor *x, const char *link, int parentfd,
   return 0;
 }
 
+/* ---- overlayfs snapshots ---- */
+
+/* What overlayfs reads as a deleted entry: a 0/0 character device. */
+static bool is_overlay_whiteout(const struct stat *st)
+{
+  return S_ISCHR(st->st_mode) && st->st_rdev == makedev(0, 0);
+}
+
+/* Mark the directory name in parentfd (O_PATH is fine; "." for parentfd
+ * itself) opaque: nothing of it in lower layers shows through. */
+static int set_opaque_at(struct extractor *x, int parentfd, const char *name,
+                         struct cb_error *err)
+{
+  const char *attr = x->userxattr ? "user.overlay.opaque" : "trusted.overlay.opaque";
+  cleanup_close int fd =
+      openat(parentfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0)
+    return entry_errno(x, err, errno, "open the directory to make opaque");
+  if (fsetxattr(fd, attr, "y", 1, 0) < 0) {
+    int e = errno;
+    cleanup_free char *what = xasprintf("set xattr \"%s\"%s", attr,
+                                        e == EPERM && !x->userxattr
+                                            ? " (without privilege, snapshots need userxattr)"
+                                            : "");
+    return entry_errno(x, err, e, what);
+  }
+  return 0;
+}
+
+/*
+ * A whiteout entry, name being its last component (".wh.NAME"), in the
+ * directory parentfd: see the overlay notes at the top.  The entry's own
+ * type, mode and owner do not matter.
+ */
+static int overlay_whiteout(struct extractor *x, int parentfd, const char *name,
+                            struct cb_error *err)
+{
+  const char *target = name + strlen(WHITEOUT_PREFIX);
+  struct stat st;
+
+  if (strcmp(name, WHITEOUT_OPAQUE) == 0)
+    return set_opaque_at(x, parentfd, ".", err);
+  if (cb_starts_with(name, WHITEOUT_META_PREFIX))
+    return 0;
+  if (*target == '\0' || strcmp(target, ".") == 0 || strcmp(target, "..") == 0)
+    return entry_error(x, err, "whiteout names no file");
+  if (fstatat(parentfd, target, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    /* Made by this layer (the destination starts empty): it stays. */
+    if (S_ISDIR(st.st_mode))
+      return set_opaque_at(x, parentfd, target, err);
+    return 0;
+  }
+  if (errno != ENOENT)
+    return entry_errno(x, err, errno, "stat the whited-out file");
+  if (mknodat(parentfd, target, S_IFCHR | 0, makedev(0, 0)) < 0) {
+    int e = errno;
+    return entry_errno(x, err, e,
+                       e == EPERM ? "make whiteout (a 0/0 character device; without "
+                                    "privilege that needs Linux 5.8 or later)"
+                                  : "make whiteout");
+  }
+  return 0;
+}
+
 static int extract_entry(struct extractor *x, struct archive_entry *e, struct cb_error *err)
 {
   cleanup_close int parentfd = -1;
@@ -625,7 +732,7 @@ static int extract_entry(struct extractor *x, struct archive_entry *e, struct cb
   const char *name, *hardlink = archive_entry_hardlink(e);
   mode_t type = archive_entry_filetype(e);
   bool is_dir = hardlink == NULL && type == AE_IFDIR;
-  bool exists = false;
+  bool exists = false, opaque = false;
   struct stat st;
 
   if (clean_path(x->entry, &x->path) < 0)
@@ -643,11 +750,16 @@ static int extract_entry(struct extractor *x, struct archive_entry *e, struct cb
     return entry_errno(x, err, errno, what);
   }
 
+  if (x->overlay && cb_starts_with(name, WHITEOUT_PREFIX))
+    return overlay_whiteout(x, parentfd, name, err);
+
   if (fstatat(parentfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
     if (is_dir && S_ISDIR(st.st_mode))
       exists = true; /* merged, as Docker merges directories */
     else if (cb_remove_tree(parentfd, name) < 0)
       return entry_errno(x, err, errno, "remove what was there");
+    /* a directory where this layer deleted one: it replaces it whole */
+    opaque = x->overlay && is_dir && is_overlay_whiteout(&st);
   } else if (errno != ENOENT) {
     return entry_errno(x, err, errno, "stat");
   }
@@ -659,7 +771,9 @@ static int extract_entry(struct extractor *x, struct archive_entry *e, struct cb
   case AE_IFREG:
     return make_file(x, e, parentfd, name, err);
   case AE_IFDIR:
-    return make_dir(x, e, parentfd, name, exists, err);
+    if (make_dir(x, e, parentfd, name, exists, err) < 0)
+      return -1;
+    return opaque ? set_opaque_at(x, parentfd, name, err) : 0;
   case AE_IFLNK: {
     const char *target = archive_entry_symlink(e);
     if (target == NULL || *target == '\0')
@@ -764,20 +878,26 @@ static locale_t extract_locale(void)
   return l;
 }
 
+/*
+ * Docker's set (tar; gzip, bzip2, xz, zstd), not libarchive's "all", which
+ * also runs external programs for some formats.  ARCHIVE_WARN: a filter
+ * that will use an external program in this libarchive build.
+ */
+static bool support_filters(struct archive *a)
+{
+  return archive_read_support_filter_gzip(a) >= ARCHIVE_WARN &&
+         archive_read_support_filter_bzip2(a) >= ARCHIVE_WARN &&
+         archive_read_support_filter_xz(a) >= ARCHIVE_WARN &&
+         archive_read_support_filter_zstd(a) >= ARCHIVE_WARN;
+}
+
 static int extract_all(struct extractor *x, int archive_fd, bool *not_archive,
                        struct cb_error *err)
 {
   struct archive_entry *e;
   int r;
 
-  /* Docker's set (tar; gzip, bzip2, xz, zstd), not libarchive's "all",
-   * which also runs external programs for some formats.  ARCHIVE_WARN: a
-   * filter that will use an external program in this libarchive build. */
-  if (archive_read_support_format_tar(x->a) != ARCHIVE_OK ||
-      archive_read_support_filter_gzip(x->a) < ARCHIVE_WARN ||
-      archive_read_support_filter_bzip2(x->a) < ARCHIVE_WARN ||
-      archive_read_support_filter_xz(x->a) < ARCHIVE_WARN ||
-      archive_read_support_filter_zstd(x->a) < ARCHIVE_WARN)
+  if (archive_read_support_format_tar(x->a) != ARCHIVE_OK || !support_filters(x->a))
     return cb_error_set(err, "extract \"%s\": %s", x->archive_name,
                         archive_error_string(x->a));
 
@@ -812,38 +932,110 @@ static int extract_all(struct extractor *x, int archive_fd, bool *not_archive,
   return fix_dirs(x, err);
 }
 
-int oci_archive_extract(int archive_fd, int dirfd, bool keep_owners, bool *not_archive,
-                        struct cb_error *err)
+/* Run x (its flags set) on archive_fd; the rest of x is set up here. */
+static int extract_fd(struct extractor *x, int archive_fd, int dirfd, bool *not_archive,
+                      struct cb_error *err)
 {
   cleanup_free char *archive_name = archive_display_name(archive_fd);
-  struct extractor x;
   locale_t loc, old;
   int r;
 
   *not_archive = false;
-  memset(&x, 0, sizeof(x));
-  x.rootfd = dirfd;
-  x.keep_owners = keep_owners;
-  x.archive_name = archive_name;
-  strbuf_init(&x.path, 256);
-  strbuf_init(&x.link, 256);
-  x.a = archive_read_new();
-  if (x.a == NULL)
+  x->rootfd = dirfd;
+  x->archive_name = archive_name;
+  strbuf_init(&x->path, 256);
+  strbuf_init(&x->link, 256);
+  x->a = archive_read_new();
+  if (x->a == NULL)
     cb_die("out of memory");
   loc = extract_locale();
   if (loc == (locale_t)0) {
     r = cb_error_errno(err, errno, "extract \"%s\": create the C locale", archive_name);
   } else {
     old = uselocale(loc);
-    r = extract_all(&x, archive_fd, not_archive, err);
+    r = extract_all(x, archive_fd, not_archive, err);
     uselocale(old);
     freelocale(loc);
   }
-  archive_read_free(x.a);
-  for (size_t i = 0; i < x.n_dirs; i++)
-    free(x.dirs[i].path);
-  free(x.dirs);
-  strbuf_release(&x.path);
-  strbuf_release(&x.link);
+  archive_read_free(x->a);
+  for (size_t i = 0; i < x->n_dirs; i++)
+    free(x->dirs[i].path);
+  free(x->dirs);
+  strbuf_release(&x->path);
+  strbuf_release(&x->link);
   return r;
+}
+
+int oci_archive_extract(int archive_fd, int dirfd, bool keep_owners, bool *not_archive,
+                        struct cb_error *err)
+{
+  struct extractor x;
+  memset(&x, 0, sizeof(x));
+  x.keep_owners = keep_owners;
+  return extract_fd(&x, archive_fd, dirfd, not_archive, err);
+}
+
+int oci_layer_unpack_overlay(int layer_fd, int dirfd, bool userxattr, struct cb_error *err)
+{
+  struct extractor x;
+  bool not_archive;
+  memset(&x, 0, sizeof(x));
+  x.keep_owners = true;
+  x.overlay = true;
+  x.userxattr = userxattr;
+  x.lax_owners = geteuid() != 0;
+  return extract_fd(&x, layer_fd, dirfd, &not_archive, err);
+}
+
+/*
+ * libarchive hands out decompressed data only through a format: "raw"
+ * takes the whole stream as one entry, so reading it gives every byte the
+ * tar reader would see, the padding after the end blocks included.
+ */
+int oci_layer_diff_id(int layer_fd, char out[OCI_DIGEST_SIZE], struct cb_error *err)
+{
+  cleanup_free char *name = archive_display_name(layer_fd);
+  cleanup_free char *buf = xmalloc(EXTRACT_READ_BLOCK);
+  struct archive *a = archive_read_new();
+  struct archive_entry *e;
+  struct oci_hasher *h;
+  int r;
+
+  if (a == NULL)
+    cb_die("out of memory");
+  if (archive_read_support_format_raw(a) != ARCHIVE_OK || !support_filters(a)) {
+    cb_error_set(err, "read layer \"%s\": %s", name, archive_error_string(a));
+    archive_read_free(a);
+    return -1;
+  }
+  h = oci_hasher_new();
+  r = archive_read_open_fd(a, layer_fd, EXTRACT_READ_BLOCK);
+  if (r >= ARCHIVE_WARN)
+    r = archive_read_next_header(a, &e);
+  while (r >= ARCHIVE_WARN && r != ARCHIVE_EOF) {
+    la_ssize_t n = archive_read_data(a, buf, EXTRACT_READ_BLOCK);
+    if (n < 0) {
+      r = ARCHIVE_FATAL; /* even a warning here means bytes missing */
+      break;
+    }
+    if (n == 0)
+      r = ARCHIVE_EOF;
+    else
+      oci_hasher_update(h, buf, (size_t)n);
+  }
+  if (r < ARCHIVE_WARN) {
+    int code = archive_errno(a);
+    const char *why = archive_error_string(a);
+    /* a truncated gzip stream fails without a word */
+    cb_error_set(err, "read layer \"%s\": %s", name,
+                 why ? why : "the stream is truncated or damaged");
+    err->code = code > 0 ? code : 0;
+    oci_hasher_free(h);
+    archive_read_free(a);
+    return -1;
+  }
+  oci_hasher_final(h, out);
+  oci_hasher_free(h);
+  archive_read_free(a);
+  return 0;
 }

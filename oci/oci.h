@@ -220,6 +220,42 @@ void oci_layer_writer_free(struct oci_layer_writer *w);
 int oci_archive_extract(int archive_fd, int dirfd, bool keep_owners, bool *not_archive,
                         struct cb_error *err);
 
+/*
+ * The same for a layer being unpacked as an overlayfs lower directory (a
+ * snapshot): whiteouts become what overlayfs reads, ".wh.NAME" a 0/0
+ * character device NAME, ".wh..wh..opq" the opaque xattr on its directory
+ * ("user.overlay.opaque" when `userxattr`, else "trusted.overlay.opaque").
+ * Owners are kept (when not root, a chown refused with EPERM leaves the
+ * caller's ids).  dirfd should be empty: a whiteout hides what lower
+ * layers have, not what this layer itself holds.
+ */
+int oci_layer_unpack_overlay(int layer_fd, int dirfd, bool userxattr, struct cb_error *err);
+
+/*
+ * The diff_id of the layer on layer_fd, from its current offset: the
+ * digest of its decompressed stream (gzip, zstd, ... detected as above).
+ */
+int oci_layer_diff_id(int layer_fd, char out[OCI_DIGEST_SIZE], struct cb_error *err);
+
+/*
+ * A layer from an overlayfs upperdir, walking only the upperdir: a 0/0
+ * character device becomes ".wh.NAME", an opaque directory gets
+ * "DIR/.wh..wh..opq" when `below` says DIR exists in a lower layer;
+ * hardlinks, xattrs (overlay's own excepted) and device nodes are kept;
+ * paths listed in `skip` (relative, the sandbox's mount stubs) are left
+ * out.  *empty is set, and nothing written, when the upperdir holds no
+ * change at all.
+ */
+struct oci_upper_options {
+  const struct strvec *skip;
+  bool userxattr;
+  bool (*below)(void *data, const char *dir); /* relative path */
+  void *below_data;
+};
+int oci_layer_from_upperdir(int upperfd, const struct oci_upper_options *u, int out_fd,
+                            const struct oci_layer_options *o, struct oci_layer_info *info,
+                            bool *empty, struct cb_error *err);
+
 /* ---- image JSON ----
  *
  * Configs, manifests and indexes as the OCI image spec defines them,

@@ -802,6 +802,7 @@ void parser_step_release(struct parser_step *step)
   free(step->platform);
   free(step->stage_name);
   strvec_clear(&step->mount_specs);
+  strvec_clear(&step->run_env);
   for (size_t i = 0; i < step->n_mounts; i++)
     parser_mount_release(&step->mounts[i]);
   free(step->mounts);

@@ -158,6 +158,8 @@ struct parser_step {
   char *stage_name; /* AS name, lowercased; NULL without one */
 
   /* RUN */
+  struct strvec run_env;     /* after expansion: "K=V" of the ENV and ARGs in
+                                scope, and proxy build args (parser_run_env) */
   struct strvec mount_specs; /* --mount values as written */
   struct parser_mount *mounts; /* parsed by parser_stage_expand() */
   size_t n_mounts;

@@ -656,6 +656,7 @@ static int expand_step(const struct parser_dockerfile *df, struct parser_step *s
                               step->args.v[0]);
     return 0;
   case PARSER_RUN:
+    parser_run_env(scope, ba, &step->run_env);
     return expand_run(df, step, scope, err);
   default:
     /* CMD, ENTRYPOINT, SHELL, HEALTHCHECK: the shell substitutes at run

@@ -241,35 +241,6 @@ static int parse_ulong(const char *v, int base, unsigned long max, long *out)
   return 0;
 }
 
-/* Sizes as docker's units.RAMInBytes: "64m", "1g", "512k", "100". */
-static int parse_size(const char *v, long long *out)
-{
-  char *end;
-  double n;
-  long long mult = 1;
-  errno = 0;
-  n = strtod(v, &end);
-  if (end == v || errno || n < 0)
-    return -1;
-  switch (*end | 0x20) {
-  case 'k': mult = 1LL << 10; end++; break;
-  case 'm': mult = 1LL << 20; end++; break;
-  case 'g': mult = 1LL << 30; end++; break;
-  case 't': mult = 1LL << 40; end++; break;
-  case 'p': mult = 1LL << 50; end++; break;
-  case 'b': break;
-  default:
-    if (*end)
-      return -1;
-  }
-  if ((*end | 0x20) == 'b')
-    end++;
-  if (*end || n * (double)mult > 9e18)
-    return -1;
-  *out = (long long)(n * (double)mult);
-  return 0;
-}
-
 static const char *mount_type_name(enum parser_mount_type t)
 {
   static const char *const names[] = { "bind", "cache", "tmpfs", "secret", "ssh" };
@@ -387,7 +358,7 @@ static int mount_parse(const char *spec, struct parser_mount *m, char *errbuf, s
         return -1;
       }
     } else if (strcmp(f, "size") == 0 && m->type == PARSER_MOUNT_TMPFS) {
-      if (parse_size(v, &m->size) < 0) {
+      if (cb_parse_size(v, &m->size) < 0) {
         snprintf(errbuf, errsize, "invalid size \"%s\"", v);
         return -1;
       }

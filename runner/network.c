@@ -1,0 +1,210 @@
+/*
+ * The step's network.  By default, as with docker build, a RUN step has
+ * outbound network from a namespace of its own: slirp4netns, a user-mode
+ * TCP/IP stack, gives it tap0 (10.0.2.100/24), a default route through
+ * 10.0.2.2 (which also reaches the host's loopback) and DNS at 10.0.2.3,
+ * the same rootful and rootless, without showing it the host's interfaces.
+ * --network=none keeps only lo; --network=host shares the host's namespace.
+ */
+#include "runner-internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define SLIRP "slirp4netns"
+#define SLIRP_ADDR "10.0.2.100"
+#define SLIRP_DNS "10.0.2.3"
+
+int runner_net_write_etc(const char *tmpdir, enum runner_network net, const char *hostname,
+                         struct cb_error *err)
+{
+  cleanup_strbuf struct strbuf hosts = STRBUF_INIT;
+  cleanup_strbuf struct strbuf resolv = STRBUF_INIT;
+  cleanup_strbuf struct strbuf host_resolv = STRBUF_INIT;
+  cleanup_free char *p_hosts = xasprintf("%s/hosts", tmpdir);
+  cleanup_free char *p_resolv = xasprintf("%s/resolv.conf", tmpdir);
+  cleanup_free char *p_hostname = xasprintf("%s/hostname", tmpdir);
+  cleanup_free char *name = xasprintf("%s\n", hostname);
+  struct cb_error e2;
+
+  strbuf_addf(&hosts, "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                      "%s\t%s\n",
+              net == RUNNER_NET_DEFAULT ? SLIRP_ADDR : "127.0.1.1", hostname);
+
+  if (cb_read_file("/etc/resolv.conf", &host_resolv, &e2) < 0)
+    strbuf_reset(&host_resolv);
+  if (net == RUNNER_NET_HOST) {
+    strbuf_add(&resolv, host_resolv.buf, host_resolv.len);
+  } else {
+    /* The host's search domains and options; its nameservers are the
+     * host's business (often 127.0.0.53, unreachable from here). */
+    if (net == RUNNER_NET_DEFAULT)
+      strbuf_addstr(&resolv, "nameserver " SLIRP_DNS "\n");
+    for (char *line = host_resolv.buf, *nl; line && *line; line = nl ? nl + 1 : NULL) {
+      nl = strchr(line, '\n');
+      if (cb_starts_with(line, "search") || cb_starts_with(line, "domain") ||
+          cb_starts_with(line, "options")) {
+        strbuf_add(&resolv, line, nl ? (size_t)(nl - line) : strlen(line));
+        strbuf_addch(&resolv, '\n');
+      }
+    }
+  }
+  if (runner_write_file(p_hosts, hosts.buf, err) < 0 ||
+      runner_write_file(p_resolv, resolv.buf, err) < 0 ||
+      runner_write_file(p_hostname, name, err) < 0)
+    return -1;
+  return 0;
+}
+
+static int missing_slirp(struct cb_error *err)
+{
+  return cb_error_set(err, "RUN's default network needs \"" SLIRP "\", which is not "
+                           "installed (install the slirp4netns package, or choose "
+                           "--network=none or --network=host)");
+}
+
+int runner_slirp_check(struct cb_error *err)
+{
+  cleanup_free char *path = runner_find_program(SLIRP);
+  return path ? 0 : missing_slirp(err);
+}
+
+int runner_slirp_start(struct runner_slirp *sl, pid_t pid, const char *tmpdir,
+                       struct cb_error *err)
+{
+  cleanup_free char *path = runner_find_program(SLIRP);
+  cleanup_close int logfd = -1;
+  cleanup_close int nullfd = -1;
+  int ready[2], exitp[2];
+  char pidstr[24];
+
+  if (!path)
+    return missing_slirp(err);
+  sl->log = xasprintf("%s/slirp4netns.log", tmpdir);
+  logfd = open(sl->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (logfd < 0 || nullfd < 0)
+    return cb_error_errno(err, errno, "open \"%s\"", sl->log);
+  if (pipe2(ready, O_CLOEXEC) < 0)
+    return cb_error_errno(err, errno, "pipe");
+  if (pipe2(exitp, O_CLOEXEC) < 0) {
+    close(ready[0]);
+    close(ready[1]);
+    return cb_error_errno(err, errno, "pipe");
+  }
+  snprintf(pidstr, sizeof(pidstr), "%ld", (long)pid);
+
+  sl->pid = fork();
+  if (sl->pid == 0) {
+    /* Out of the way of 0-4 first, then into place. */
+    int r = fcntl(ready[1], F_DUPFD, 10), x = fcntl(exitp[0], F_DUPFD, 10);
+    if (r < 0 || x < 0 || dup2(nullfd, 0) < 0 || dup2(logfd, 1) < 0 || dup2(logfd, 2) < 0 ||
+        dup2(r, 3) < 0 || dup2(x, 4) < 0)
+      _exit(127);
+    syscall(SYS_close_range, 5U, ~0U, 0U);
+    execl(path, SLIRP, "--configure", "--mtu=65520", "--ready-fd=3", "--exit-fd=4",
+          "--enable-sandbox", "--enable-seccomp", pidstr, "tap0", (char *)NULL);
+    _exit(127);
+  }
+  close(ready[1]);
+  close(exitp[0]);
+  if (sl->pid < 0) {
+    close(ready[0]);
+    close(exitp[1]);
+    return cb_error_errno(err, errno, "fork");
+  }
+  sl->ready_fd = ready[0];
+  sl->exit_fd = exitp[1];
+  return 0;
+}
+
+int runner_slirp_ready(struct runner_slirp *sl, struct cb_error *err)
+{
+  char b;
+  cleanup_strbuf struct strbuf log = STRBUF_INIT;
+  cleanup_strbuf struct strbuf why = STRBUF_INIT;
+  struct cb_error e2;
+  if (cb_read_retry(sl->ready_fd, &b, 1) == 1)
+    return 0;
+  /* Its complaints, less the chatter, on one line. */
+  if (cb_read_file(sl->log, &log, &e2) == 0) {
+    for (char *line = log.buf, *nl; line && *line; line = nl ? nl + 1 : NULL) {
+      nl = strchr(line, '\n');
+      if (nl)
+        *nl = '\0';
+      if (!*line || cb_starts_with(line, "WARNING:") || cb_starts_with(line, "sent tapfd") ||
+          cb_starts_with(line, "received tapfd"))
+        continue;
+      strbuf_addf(&why, "%s%s", why.len ? "; " : ": ", line);
+    }
+  }
+  return cb_error_set(err, SLIRP " could not set up RUN's network%s (to build without it, "
+                           "choose --network=none or --network=host)",
+                      why.buf);
+}
+
+static void *reap_thread(void *arg)
+{
+  pid_t pid = (pid_t)(intptr_t)arg;
+  int status;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+    ;
+  return NULL;
+}
+
+void runner_slirp_stop(struct runner_slirp *sl)
+{
+  if (sl->pid > 0) {
+    int status;
+    pid_t r;
+    kill(sl->pid, SIGKILL);
+    /* Its exit takes tap0 down, which costs the kernel some 20 ms of
+     * RCU grace periods: a thread reaps it, the step does not wait. */
+    while ((r = waitpid(sl->pid, &status, WNOHANG)) < 0 && errno == EINTR)
+      ;
+    if (r == 0) {
+      pthread_t t;
+      pthread_attr_t attr;
+      bool started = false;
+      if (pthread_attr_init(&attr) == 0) {
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        started = pthread_create(&t, &attr, reap_thread, (void *)(intptr_t)sl->pid) == 0;
+        pthread_attr_destroy(&attr);
+      }
+      if (!started)
+        reap_thread((void *)(intptr_t)sl->pid);
+    }
+    sl->pid = -1;
+  }
+  if (sl->ready_fd >= 0)
+    close(sl->ready_fd);
+  if (sl->exit_fd >= 0)
+    close(sl->exit_fd);
+  sl->ready_fd = sl->exit_fd = -1;
+  free(sl->log);
+  sl->log = NULL;
+}
+
+int runner_net_lo_up(struct cb_error *err)
+{
+  cleanup_close int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  struct ifreq ifr;
+  if (fd < 0)
+    return cb_error_errno(err, errno, "socket");
+  memset(&ifr, 0, sizeof(ifr));
+  memcpy(ifr.ifr_name, "lo", 3);
+  if (ioctl(fd, SIOCGIFFLAGS, &ifr) < 0)
+    return cb_error_errno(err, errno, "read the flags of \"lo\"");
+  ifr.ifr_flags |= IFF_UP;
+  if (ioctl(fd, SIOCSIFFLAGS, &ifr) < 0)
+    return cb_error_errno(err, errno, "bring up \"lo\"");
+  return 0;
+}

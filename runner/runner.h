@@ -1,0 +1,109 @@
+/*
+ * runner: runs one RUN step in a sandbox made of Linux primitives, the way
+ * runc, crun and bubblewrap do: user (when not root), mount, PID, UTS, IPC,
+ * network and cgroup namespaces; an overlay of the image's snapshots with a
+ * fresh upperdir; a minimal /proc, /dev and /sys; pivot_root; Docker's
+ * default capabilities; a seccomp filter (libseccomp); no_new_privs;
+ * cgroup limits (v2 where its controllers exist, else v1).
+ *
+ * It knows namespaces, not layers: the caller hands it directories and a
+ * command and gets back an exit status; the upperdir then holds the
+ * step's changes.  It uses no cbuild module but common/.
+ */
+#ifndef CBUILD_RUNNER_H
+#define CBUILD_RUNNER_H
+
+#include "../common/common.h"
+
+enum runner_network {
+  RUNNER_NET_DEFAULT, /* own namespace with outbound network (slirp4netns) */
+  RUNNER_NET_NONE,    /* own namespace with only lo, up */
+  RUNNER_NET_HOST,    /* the host's network namespace */
+};
+
+enum runner_mount_type {
+  RUNNER_MOUNT_BIND,
+  RUNNER_MOUNT_TMPFS,
+};
+
+/* An extra mount for RUN --mount (bind, cache and secret are binds). */
+struct runner_mount {
+  enum runner_mount_type type;
+  const char *source; /* host path, for binds */
+  const char *target; /* absolute path in the container */
+  bool readonly;
+  long long size;     /* tmpfs bytes; 0 for the default */
+};
+
+struct runner_limits {
+  long long memory_bytes; /* 0: no limit */
+  long long pids;         /* 0: no limit */
+  long long cpu_quota_us; /* with cpu_period_us; 0: no limit */
+  long long cpu_period_us;
+};
+
+struct runner_config {
+  /* The root filesystem: overlay(lowerdirs, upperdir, workdir).  lowerdirs
+   * are listed top first; none at all means an empty lower layer. */
+  const char *const *lowerdirs;
+  size_t n_lowerdirs;
+  const char *upperdir;
+  const char *workdir;      /* empty; left empty afterwards */
+
+  const char *const *argv; /* NULL-terminated, run as is (the caller adds SHELL) */
+  const char *const *env;  /* NULL-terminated "K=V"; HOSTNAME and HOME are
+                              added when missing, PATH too */
+  const char *cwd;         /* created when missing, as WORKDIR is */
+  const char *user;        /* "", "name", "uid", "name:group", "uid:gid":
+                              resolved in the rootfs's /etc/passwd, /etc/group
+                              with supplementary groups */
+  const char *hostname;    /* default "cbuild" */
+  enum runner_network network;
+  bool insecure;           /* --security=insecure: all caps, no seccomp */
+  const struct runner_mount *mounts;
+  size_t n_mounts;
+  struct runner_limits limits;
+
+  /* The step's stdout and stderr, as they come (called from the caller's
+   * thread while runner_run waits). */
+  void (*output)(void *data, const char *buf, size_t n);
+  void *output_data;
+};
+
+struct runner_result {
+  int exit_status; /* when the command exited; 128 + signal when killed */
+  int signal;      /* when it was killed by a signal; 0 otherwise */
+  bool oom_killed; /* the memory limit killed it (SIGKILL or status 137,
+                      with the cgroup's oom_kill count as evidence) */
+  /* Paths (relative to the rootfs, no leading '/') the sandbox created in
+   * the upperdir only to mount something over them (/etc/hosts and
+   * friends, mount targets), and the directories that hold nothing else
+   * there (made for them, or copied up because they went in): the layer
+   * must leave them out, with what is below them. */
+  struct strvec mount_stubs;
+};
+
+void runner_result_release(struct runner_result *r);
+
+/*
+ * Run the command.  Returns 0 when it ran (whatever its exit status, which
+ * res holds), -1 with err when the sandbox could not be set up or the
+ * command could not be executed: the message says what is missing
+ * ("overlayfs in a user namespace is not available: ...", "exec "x":
+ * executable file not found in $PATH").  It never runs the command without
+ * the sandbox.  Every mount and process of the step is gone when it
+ * returns (slirp4netns is killed; a thread reaps it as the kernel takes
+ * its tap device down).  res is filled on success only; release it with
+ * runner_result_release() either way.
+ *
+ * Environment knobs, for tests: CBUILD_NO_MOUNT_API=1 mounts the overlay
+ * with mount(2) and short /proc/self/fd names instead of fsconfig's
+ * "lowerdir+"; CBUILD_NO_SUBUID=1 maps only the caller when rootless.
+ */
+int runner_run(const struct runner_config *c, struct runner_result *res, struct cb_error *err);
+
+/* Whether the build runs rootless (not uid 0): the overlay then uses
+ * userxattr and opaque directories use user.overlay.opaque. */
+bool runner_rootless(void);
+
+#endif
