@@ -6,6 +6,7 @@
 
 #include "../cache/cache.h"
 #include "../oci/oci.h"
+#include "../runner/runner.h"
 #include "progress-internal.h"
 
 #include <errno.h>
@@ -420,6 +421,12 @@ int builder_cmd_build(int argc, char **argv, const char *root)
   if (stat(o.context, &stt) < 0 || !S_ISDIR(stt.st_mode)) {
     cb_error_errno(&err, stat(o.context, &stt) < 0 ? errno : ENOTDIR,
                    "build context \"%s\"", o.context);
+    fail(&err);
+    goto out;
+  }
+  /* Rootless, the build happens as root of a user namespace (the store's
+   * location was chosen above, from the real user). */
+  if (runner_enter_userns(&err) < 0) {
     fail(&err);
     goto out;
   }

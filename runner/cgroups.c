@@ -211,8 +211,8 @@ static int step_dir(struct runner_cgroup *cg, const struct cg_where *w, const ch
     int e = errno;
     if (e == EACCES || e == EPERM || e == EROFS)
       return cb_error_errno(err, e,
-                            "%s cannot be applied: create the cgroup \"%s\" (rootless "
-                            "builds need a delegated cgroup v2 for limits)",
+                            "%s cannot be applied: create the cgroup \"%s\" (a rootless "
+                            "build needs a cgroup delegated to its user for limits)",
                             what, dir);
     return cb_error_errno(err, e, "create the cgroup \"%s\"", dir);
   }

@@ -29,9 +29,27 @@
 /* How long slirp4netns may take to configure the network. */
 #define SLIRP_TIMEOUT_MS 20000
 
+/* Whether this process is in a user namespace other than the first one:
+ * there the identity map does not cover every id. */
+static bool in_user_namespace(void)
+{
+  cleanup_strbuf struct strbuf sb = STRBUF_INIT;
+  struct cb_error e;
+  unsigned long inside, outside, count;
+  if (cb_read_file("/proc/self/uid_map", &sb, &e) < 0)
+    return false;
+  return sscanf(sb.buf, "%lu %lu %lu", &inside, &outside, &count) != 3 || inside != 0 ||
+         outside != 0 || count != 4294967295UL;
+}
+
 bool runner_rootless(void)
 {
-  return geteuid() != 0;
+  static int cached = -1;
+  if (geteuid() != 0)
+    return true;
+  if (cached < 0)
+    cached = in_user_namespace();
+  return cached;
 }
 
 void runner_result_release(struct runner_result *r)
@@ -326,7 +344,7 @@ CB_NORETURN static void setup_main(struct runner_setup *s, pid_t caller)
     close_other_fds(keep, 3);
   }
 
-  if (s->rootless && unshare(CLONE_NEWUSER) < 0)
+  if (s->new_userns && unshare(CLONE_NEWUSER) < 0)
     fail_errno(s, errno, "user namespaces are not available: unshare(CLONE_NEWUSER)");
   if (c->network != RUNNER_NET_HOST)
     flags |= CLONE_NEWNET;
@@ -604,6 +622,7 @@ int runner_run(const struct runner_config *c, struct runner_result *res, struct 
   st.out_r = st.msg_r = st.go_w = -1;
   st.s.c = c;
   st.s.rootless = runner_rootless();
+  st.s.new_userns = geteuid() != 0;
   st.s.hostname = c->hostname && *c->hostname ? c->hostname : "cbuild";
 
   if (check_config(c, err) < 0)
@@ -647,7 +666,7 @@ int runner_run(const struct runner_config *c, struct runner_result *res, struct 
 
   if (wait_ready(&st, res, err) < 0)
     goto wait;
-  if (st.s.rootless && runner_userns_map(st.setup_pid, err) < 0)
+  if (st.s.new_userns && runner_userns_map(st.setup_pid, err) < 0)
     goto fail;
   if (runner_cgroup_add(&st.cg, st.setup_pid, err) < 0)
     goto fail;

@@ -26,6 +26,7 @@
 struct runner_setup {
   const struct runner_config *c;
   bool rootless;
+  bool new_userns; /* not root at all: the setup makes the user namespace */
   const char *hostname;
   char *tmpdir;  /* private to this step: etc files, the rootfs mount point */
   char *rootdir; /* tmpdir/root */

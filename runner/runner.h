@@ -102,8 +102,20 @@ void runner_result_release(struct runner_result *r);
  */
 int runner_run(const struct runner_config *c, struct runner_result *res, struct cb_error *err);
 
-/* Whether the build runs rootless (not uid 0): the overlay then uses
- * userxattr and opaque directories use user.overlay.opaque. */
+/* Whether the build runs rootless (not uid 0, or root of a user namespace
+ * only): the overlay then uses userxattr and opaque directories use
+ * user.overlay.opaque. */
 bool runner_rootless(void);
+
+/*
+ * Rootless: move this process into a new user namespace where it is root,
+ * with the caller's subordinate id range (/etc/subuid, /etc/subgid, through
+ * newuidmap and newgidmap) mapped from 1, or only itself without them.
+ * Everything the build then does to the store (unpacking snapshots with
+ * their owners, reading an upperdir for a layer, removing it) happens with
+ * the image's ids, and runner_run() makes no namespace of its own for
+ * users.  Call it while the process has one thread; nothing to do as root.
+ */
+int runner_enter_userns(struct cb_error *err);
 
 #endif

@@ -12,6 +12,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pwd.h>
+#include <sched.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -132,4 +134,76 @@ int runner_userns_map(pid_t pid, struct cb_error *err)
     return -1;
   snprintf(map, sizeof(map), "0 %lu 1\n", (unsigned long)gid);
   return write_proc(pid, "gid_map", map, err);
+}
+
+/*
+ * The whole rootless build runs in one user namespace, as podman and
+ * buildah do: there the caller is root, the subordinate ids are real ids,
+ * so snapshots keep their owners and the layer differ reads the image's
+ * ids.  The process unshares it itself; a helper forked just before
+ * (still outside) writes the maps, which an unprivileged process cannot
+ * do for itself beyond its own id.
+ */
+int runner_enter_userns(struct cb_error *err)
+{
+  pid_t self = getpid(), helper;
+  int go[2], res[2], status;
+  char buf[sizeof(err->msg)];
+  ssize_t n;
+
+  if (geteuid() == 0)
+    return 0;
+  if (pipe2(go, O_CLOEXEC) < 0)
+    return cb_error_errno(err, errno, "enter a user namespace: pipe");
+  if (pipe2(res, O_CLOEXEC) < 0) {
+    close(go[0]);
+    close(go[1]);
+    return cb_error_errno(err, errno, "enter a user namespace: pipe");
+  }
+  fflush(NULL);
+  helper = fork();
+  if (helper == 0) {
+    struct cb_error e;
+    char c;
+    close(go[1]);
+    close(res[0]);
+    if (cb_read_retry(go[0], &c, 1) != 1)
+      _exit(1);
+    if (runner_userns_map(self, &e) < 0) {
+      (void)cb_write_all(res[1], e.msg, strlen(e.msg));
+      _exit(1);
+    }
+    _exit(0);
+  }
+  close(go[0]);
+  close(res[1]);
+  if (helper < 0) {
+    close(go[1]);
+    close(res[0]);
+    return cb_error_errno(err, errno, "enter a user namespace: fork");
+  }
+  if (unshare(CLONE_NEWUSER) < 0) {
+    int e = errno;
+    close(go[1]);
+    close(res[0]);
+    kill(helper, SIGKILL);
+    while (waitpid(helper, &status, 0) < 0 && errno == EINTR)
+      ;
+    return cb_error_errno(err, e, "user namespaces are not available: unshare(CLONE_NEWUSER)");
+  }
+  (void)cb_write_all(go[1], "g", 1);
+  close(go[1]);
+  n = cb_read_retry(res[0], buf, sizeof(buf) - 1);
+  close(res[0]);
+  while (waitpid(helper, &status, 0) < 0 && errno == EINTR)
+    ;
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    buf[n > 0 ? n : 0] = '\0';
+    return cb_error_set(err, "enter a user namespace: %s", n > 0 ? buf : "the id map helper failed");
+  }
+  /* The maps are written: become root there (the ids the process had
+   * before now read as 0 anyway; this also sets the saved ids). */
+  if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+    return cb_error_errno(err, errno, "enter a user namespace: become root in it");
+  return 0;
 }

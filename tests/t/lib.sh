@@ -5,8 +5,10 @@ set -u
 : "${CBUILD:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/cbuild}"
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 TD=$TOP/testdata
-TMP=$(mktemp -d /tmp/cbuild-t.XXXXXX)
-trap 'rm -rf "$TMP"' EXIT
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/cbuild-t.XXXXXX")
+# (a rootless run cannot remove what its builds' user namespace owns: the
+# caller that gave it TMPDIR removes that)
+trap 'rm -rf "$TMP" 2>/dev/null' EXIT
 t_n=0
 t_failed=0
 
