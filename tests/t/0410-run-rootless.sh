@@ -25,6 +25,11 @@ check "the test user has a subordinate id range" grep -q "^$U:" /etc/subuid
 W=$(mktemp -d /tmp/cbuild-rootless.XXXXXX)
 chown "$U:" "$W"
 chmod 0755 "$TMP"
+# The checkout may be where the user cannot reach (/root): it runs copies.
+mkdir -p "$W/tests/t" "$W/bin"
+cp "$(dirname "$0")/lib.sh" "$(dirname "$0")/0400-run.sh" "$W/tests/t/"
+cp "$CBUILD" "$W/bin/cbuild"
+chmod -R a+rX "$W"
 
 # Debian's udev makes /dev/net/tun 0666; a machine without udev may not.
 tun_mode=""
@@ -61,8 +66,8 @@ trap cleanup EXIT
 # The run, as the user, in those cgroups.  Its TAP lines are ours.
 out=$(
   for d in "${cgdirs[@]}"; do echo $BASHPID >"$d/cgroup.procs"; done
-  cd "$W" && HOME=$W TMPDIR=$W CBUILD=$CBUILD CBUILD_T_CGROUP=$cg_ok \
-    setpriv --reuid="$U" --regid="$U" --init-groups bash "$TOP/tests/t/0400-run.sh" 2>&1
+  cd "$W" && HOME=$W TMPDIR=$W CBUILD=$W/bin/cbuild CBUILD_T_CGROUP=$cg_ok \
+    setpriv --reuid="$U" --regid="$U" --init-groups bash "$W/tests/t/0400-run.sh" 2>&1
 )
 inner_rc=$?
 while IFS= read -r line; do
@@ -87,7 +92,7 @@ SOURCE_DATE_EPOCH=1700000000 "$CBUILD" build --root "$TMP/rootful" --network non
 rc=$?
 expect_rc "the reproducibility build runs as root" 0
 SOURCE_DATE_EPOCH=1700000000 HOME=$W setpriv --reuid="$U" --regid="$U" --init-groups \
-  "$CBUILD" build --root "$W/store2" --network none -q -o "type=oci,dest=$W/rootless.oci,tar=false" \
+  "$W/bin/cbuild" build --root "$W/store2" --network none -q -o "type=oci,dest=$W/rootless.oci,tar=false" \
   "$C" >/dev/null 2>"$TMP/err"
 rc=$?
 expect_rc "... and rootless" 0
