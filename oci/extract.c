@@ -492,6 +492,20 @@ static bool chown_fatal(const struct extractor *x, int e)
   return !(x->lax_owners && e == EPERM);
 }
 
+/* A refused chown; EINVAL is an id the user namespace does not map. */
+static int chown_error(struct extractor *x, struct archive_entry *e, int errnum,
+                       struct cb_error *err)
+{
+  if (errnum != EINVAL)
+    return entry_errno(x, err, errnum, "chown");
+  entry_error(x, err,
+              "owner %lld:%lld is not mapped in this user namespace (a rootless build needs "
+              "a range for its user in /etc/subuid and /etc/subgid, and newuidmap)",
+              (long long)archive_entry_uid(e), (long long)archive_entry_gid(e));
+  err->code = errnum;
+  return -1;
+}
+
 /* The xattrs a layer keeps (oci_entry's); others are not applied. */
 static bool xattr_kept(const char *name)
 {
@@ -530,7 +544,7 @@ static int set_meta_at(struct extractor *x, struct archive_entry *e, int parentf
       fchownat(parentfd, name, (uid_t)archive_entry_uid(e), (gid_t)archive_entry_gid(e),
                AT_SYMLINK_NOFOLLOW) < 0 &&
       chown_fatal(x, errno))
-    return entry_errno(x, err, errno, "chown");
+    return chown_error(x, e, errno, err);
   if (chmod && fchmodat(parentfd, name, archive_entry_perm(e) & 07777, AT_SYMLINK_NOFOLLOW) < 0)
     return entry_errno(x, err, errno, "chmod");
   entry_times(e, times);
@@ -586,7 +600,7 @@ static int make_file(struct extractor *x, struct archive_entry *e, int parentfd,
   if (x->keep_owners &&
       fchown(fd, (uid_t)archive_entry_uid(e), (gid_t)archive_entry_gid(e)) < 0 &&
       chown_fatal(x, errno))
-    return entry_errno(x, err, errno, "chown");
+    return chown_error(x, e, errno, err);
   if (fchmod(fd, archive_entry_perm(e) & 07777) < 0)
     return entry_errno(x, err, errno, "chmod");
   if (set_xattrs(x, e, fd, err) < 0)
@@ -616,7 +630,7 @@ static int make_dir(struct extractor *x, struct archive_entry *e, int parentfd,
   if (x->keep_owners &&
       fchown(fd, (uid_t)archive_entry_uid(e), (gid_t)archive_entry_gid(e)) < 0 &&
       chown_fatal(x, errno))
-    return entry_errno(x, err, errno, "chown");
+    return chown_error(x, e, errno, err);
   if (set_xattrs(x, e, fd, err) < 0)
     return -1;
   for (const char *p = x->path.buf; *p; p++)
