@@ -312,3 +312,111 @@ bench_context() {
   fi
   printf '%s' "$dir"
 }
+
+# ---- RUN benchmarks (issue 4, and issue 5's cache benchmarks) ----
+
+# bench_busybox_base DIR: make the busybox base image locally, without
+# network, untimed: DIR/ctx/rootfs holds Debian's static /bin/busybox
+# (busybox-static) and a symlink per applet, plus /etc/passwd, /etc/group,
+# /root and /tmp; DIR/store is a cbuild store holding it as "busybox"
+# (FROM scratch + COPY rootfs/ /, built by $CBUILD); DIR/busybox.oci.tar is
+# the same image as an OCI archive (cbuild save), for
+# `buildah pull oci-archive:...`. Made afresh by each benchmark with the
+# binary under test (about 0.2 s). Call it directly, not in $(...): it may
+# skip the benchmark.
+bench_busybox_base() {
+  local dir=$1 bb=${BENCH_BUSYBOX:-/bin/busybox} a
+  [ -x "$bb" ] || bench_skip "no $bb: apt-get install busybox-static"
+  # A dynamically linked busybox (Debian's "busybox" package) cannot run
+  # alone in an image: ldd succeeds only on dynamic executables.
+  if ldd "$bb" >/dev/null 2>&1; then
+    bench_skip "$bb is dynamically linked: apt-get install busybox-static"
+  fi
+  rm -rf "$dir"
+  mkdir -p "$dir/ctx/rootfs/bin" "$dir/ctx/rootfs/etc" "$dir/ctx/rootfs/root" "$dir/ctx/rootfs/tmp"
+  chmod 700 "$dir/ctx/rootfs/root"
+  chmod 1777 "$dir/ctx/rootfs/tmp"
+  cp "$bb" "$dir/ctx/rootfs/bin/busybox"
+  for a in $("$bb" --list); do
+    [ "$a" = busybox ] || ln -s busybox "$dir/ctx/rootfs/bin/$a"
+  done
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$dir/ctx/rootfs/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' >"$dir/ctx/rootfs/etc/group"
+  printf 'FROM scratch\nCOPY rootfs/ /\nCMD ["sh"]\n' >"$dir/ctx/Dockerfile"
+  SOURCE_DATE_EPOCH=0 "$CBUILD" build -q --root "$dir/store" -t busybox "$dir/ctx" >"$dir/build.log" 2>&1 ||
+    { cat "$dir/build.log" >&2; bench_die "building the busybox base image failed"; }
+  "$CBUILD" save --root "$dir/store" -o "$dir/busybox.oci.tar" busybox >>"$dir/build.log" 2>&1 ||
+    { cat "$dir/build.log" >&2; bench_die "cbuild save of the busybox base image failed"; }
+}
+
+# bench_cbuild_fresh_store BASEDIR ROOT: a prepare command giving ROOT a
+# fresh cbuild store that holds only the busybox base image (a copy of
+# BASEDIR/store: blobs and tag, no snapshot, no cache).
+bench_cbuild_fresh_store() {
+  printf 'rm -rf %q && cp -a %q %q && sync' "$2" "$1/store" "$2"
+}
+
+# bench_buildah_fresh_store BASEDIR ROOT RUNROOT: a prepare command giving
+# buildah a fresh overlay store (--root ROOT --runroot RUNROOT) that holds
+# only the busybox base image, pulled from BASEDIR/busybox.oci.tar. Mounts
+# left under ROOT are unmounted first: Buildah 1.28 leaves a FROM-only
+# build's container mounted, with the store's private bind mount of itself
+# (the builds with RUN steps unmount both).
+bench_buildah_fresh_store() {
+  local q
+  q=$(printf '%q' "$2")
+  # shellcheck disable=SC2016 # $5 and $m are for the prepare script
+  printf 'awk -v r=%q %s /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m"; done; ' \
+    "$2/" "'index(\$5, r) == 1 { print \$5 }'"
+  printf 'rm -rf %s %q && ' "$q" "$3"
+  printf '%s pull -q oci-archive:%q >/dev/null && sync' "$(bench_buildah_cmd "$2" "$3")" "$1/busybox.oci.tar"
+}
+
+# bench_buildah_cmd ROOT RUNROOT: buildah with its own overlay store.
+bench_buildah_cmd() {
+  printf 'buildah --root %q --runroot %q --storage-driver overlay' "$1" "$2"
+}
+
+# bench_oci_rootfs ARCHIVE DIR: unpack the first image of an OCI archive
+# (cbuild save, buildah push oci-archive:) into DIR/rootfs, layer by layer
+# in the manifest's order, applying whiteouts (.wh.NAME; no opaque ones),
+# and copy its config to DIR/config.json: to check what a build made.
+bench_oci_rootfs() {
+  local archive=$1 dir=$2 digests manifest d wh name
+  rm -rf "$dir"
+  mkdir -p "$dir/oci" "$dir/rootfs"
+  tar -xf "$archive" -C "$dir/oci" || bench_die "cannot unpack $archive"
+  manifest=$(grep -o '"digest" *: *"sha256:[0-9a-f]*"' "$dir/oci/index.json" | head -n 1 | grep -o '[0-9a-f]\{64\}')
+  [ -n "$manifest" ] || bench_die "$archive: no manifest in index.json"
+  # The manifest names its config first, then its layers in order.
+  digests=$(grep -o '"digest" *: *"sha256:[0-9a-f]*"' "$dir/oci/blobs/sha256/$manifest" | grep -o '[0-9a-f]\{64\}')
+  cp "$dir/oci/blobs/sha256/$(printf '%s\n' "$digests" | head -n 1)" "$dir/config.json"
+  for d in $(printf '%s\n' "$digests" | tail -n +2); do
+    tar -xf "$dir/oci/blobs/sha256/$d" -C "$dir/rootfs" || bench_die "$archive: cannot unpack layer $d"
+    find "$dir/rootfs" -name '.wh.*' | while read -r wh; do
+      name=${wh##*/}
+      name=${name#.wh.}
+      rm -rf -- "${wh%/*}/${name:?}" "$wh"
+    done
+  done
+}
+
+# bench_umount_under DIR: lazily unmount whatever is mounted under DIR
+# (Buildah 1.28 leaves a FROM-only build's container mounted): at the end of
+# a benchmark, so that its scratch space can be removed.
+bench_umount_under() {
+  awk -v r="$1/" 'index($5, r) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
+    while read -r m; do umount -l "$m" || true; done
+}
+
+# bench_cpu_median CASE: the median over the timed runs of CASE's CPU time
+# (user + sys, in seconds), after bench_measure. Less sensitive than the wall
+# time to other work on the machine, though not immune (caches, the
+# hypervisor): a second view of a per-step cost.
+bench_cpu_median() {
+  local runs=$BENCH_WORK/logs/$1.runs
+  local -a cpu
+  [ -s "$runs" ] || bench_die "no runs recorded for case $1"
+  mapfile -t cpu < <(awk '{ printf "%.3f\n", $2 + $3 }' "$runs")
+  bench_stats "${cpu[@]}" | cut -d' ' -f1
+}

@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -70,8 +71,8 @@ static void platform_split(const char *platform, struct oci_config *c)
 }
 
 /* Load an image of the store: its manifest's layers and its config. */
-static int load_image(struct cache_store *store, const char *name, struct stage_state *st,
-                      struct cb_error *err)
+int builder_image_load(struct cache_store *store, const char *name, struct stage_state *st,
+                       char digest[OCI_DIGEST_SIZE], struct cb_error *err)
 {
   struct oci_descriptor desc;
   struct oci_manifest m;
@@ -83,6 +84,7 @@ static int load_image(struct cache_store *store, const char *name, struct stage_
     return cb_error_set(err, "image \"%s\" is not in the local store (pulling from registries is not supported yet)",
                         name);
   memset(&m, 0, sizeof(m));
+  snprintf(digest, OCI_DIGEST_SIZE, "%s", desc.digest);
   r = cache_blob_read(store, desc.digest, &text, err);
   oci_descriptor_release(&desc);
   if (r < 0 || oci_manifest_parse(text.buf, text.len, &m, err) < 0)
@@ -104,6 +106,7 @@ static int stage_base(struct build_run *run, int i, struct cb_error *err)
 {
   const struct parser_stage *ps = &run->plan->df->stages[i];
   struct stage_state *st = &run->stages[i];
+  char digest[OCI_DIGEST_SIZE];
   if (ps->base_stage >= 0) {
     const struct stage_state *from = &run->stages[ps->base_stage];
     oci_config_copy(&st->config, &from->config);
@@ -111,15 +114,19 @@ static int stage_base(struct build_run *run, int i, struct cb_error *err)
     for (size_t l = 0; l < from->n_layers; l++)
       oci_descriptor_copy(&st->layers[l], &from->layers[l]);
     st->n_layers = from->n_layers;
+    memcpy(st->key, from->key, sizeof(st->key));
     return 0;
   }
   if (ps->base_scratch) {
-    platform_split(ps->platform ? ps->platform : parser_host_platform(), &st->config);
+    const char *platform = ps->platform ? ps->platform : parser_host_platform();
+    platform_split(platform, &st->config);
     oci_config_set_env(&st->config, "PATH", BUILDER_DEFAULT_PATH);
+    builder_key_base(run, "scratch", platform, st->key);
     return 0;
   }
-  if (load_image(run->store, ps->base, st, err) < 0)
+  if (builder_image_load(run->store, ps->base, st, digest, err) < 0)
     return cb_error_wrap(err, "%s:%d: FROM", run->plan->df->file, ps->from->line);
+  builder_key_base(run, "image", digest, st->key);
   if (!oci_config_get_env(&st->config, "PATH"))
     oci_config_set_env(&st->config, "PATH", BUILDER_DEFAULT_PATH);
   return 0;
@@ -183,13 +190,15 @@ static void health_set(struct oci_config *c, const struct parser_step *step)
 }
 
 static int run_step(struct build_run *run, int stage, const struct parser_step *step,
-                    struct progress *p, int id, struct cb_error *err)
+                    struct step_inputs *in, struct progress *p, int id, struct cb_error *err)
 {
   struct stage_state *st = &run->stages[stage];
   struct oci_config *c = &st->config;
   switch (step->instr) {
   case PARSER_COPY:
   case PARSER_ADD:
+    if (in->copy)
+      return builder_copy_commit(in->copy, err);
     return builder_copy(run, stage, step, err);
   case PARSER_WORKDIR:
     return workdir_step(run, stage, step, err);
@@ -257,6 +266,108 @@ static int run_step(struct build_run *run, int stage, const struct parser_step *
   return 0;
 }
 
+/* ---- the cache ---- */
+
+/* Take a cache entry's result: its config, and its layer. */
+static int apply_entry(struct stage_state *st, const struct parser_step *step,
+                       struct cache_entry *e, struct cb_error *err)
+{
+  struct oci_config c;
+  memset(&c, 0, sizeof(c));
+  if (oci_config_parse(e->config, strlen(e->config), &c, err) < 0)
+    return cb_error_wrap(err, "read a cache entry");
+  if (e->layer.digest) {
+    st->layers = xreallocarray(st->layers, st->n_layers + 1, sizeof(*st->layers));
+    oci_descriptor_copy(&st->layers[st->n_layers++], &e->layer);
+  }
+  oci_config_release(&st->config);
+  st->config = c;
+  if (step->instr == PARSER_CMD)
+    st->cmd_set = true;
+  return 0;
+}
+
+/* Whether the cache may answer for this stage. */
+static bool cache_allowed(const struct build_run *run, int stage)
+{
+  const char *name = run->plan->df->stages[stage].name;
+  char index[24];
+  if (run->o->no_cache)
+    return false;
+  snprintf(index, sizeof(index), "%d", stage);
+  for (size_t i = 0; i < run->o->no_cache_filter.n; i++) {
+    const char *f = run->o->no_cache_filter.v[i];
+    if ((name && strcasecmp(f, name) == 0) || strcmp(f, index) == 0)
+      return false;
+  }
+  return true;
+}
+
+/*
+ * A step through the cache: its key from the parent's and its inputs; a
+ * hit takes the recorded result (1), a miss runs the step and records it
+ * (0).  A miss says why under the step.
+ */
+static int cached_step(struct build_run *run, int stage, size_t index,
+                       const struct parser_step *step, struct progress *p, int id,
+                       struct cb_error *err)
+{
+  struct stage_state *st = &run->stages[stage];
+  struct step_inputs in;
+  struct cache_entry e;
+  cleanup_strbuf struct strbuf why = STRBUF_INIT;
+  char parent[OCI_DIGEST_SIZE], key[OCI_DIGEST_SIZE];
+  size_t layers_before = st->n_layers;
+  bool allowed = cache_allowed(run, stage);
+  int rc = -1, r;
+
+  memcpy(parent, st->key, sizeof(parent));
+  if (step_inputs_collect(run, stage, step, &in, err) < 0)
+    goto out;
+  step_key(parent, &in, key);
+  if (builder_explain(run, stage, index, parent, &in, key, &why, err) < 0)
+    goto out;
+  if (allowed) {
+    r = cache_entry_get(run->store, key, &e, err);
+    if (r < 0)
+      goto out;
+    if (r == 0) {
+      r = apply_entry(st, step, &e, err);
+      cache_entry_release(&e);
+      if (r < 0)
+        goto out;
+      memcpy(st->key, key, sizeof(st->key));
+      if (run->o->explain_cache)
+        progress_step_note(p, id, "cache hit: the same inputs as before");
+      rc = 1;
+      goto out;
+    }
+    /* a step never built here has nothing to explain, unless asked */
+    if (why.len)
+      progress_step_note(p, id, "cache miss: %s", why.buf);
+    else if (run->o->explain_cache)
+      progress_step_note(p, id, "cache miss: no cache entry for these inputs (not built before "
+                                "in this store, or pruned)");
+  }
+  if (run_step(run, stage, step, &in, p, id, err) < 0)
+    goto out;
+  memset(&e, 0, sizeof(e));
+  if (st->n_layers > layers_before) {
+    e.layer = st->layers[st->n_layers - 1];
+    e.diff_id = st->config.diff_ids.v[st->config.diff_ids.n - 1];
+  }
+  e.config = oci_config_json(&st->config);
+  r = cache_entry_put(run->store, key, &e, err);
+  free(e.config);
+  if (r < 0)
+    goto out;
+  memcpy(st->key, key, sizeof(st->key));
+  rc = 0;
+out:
+  step_inputs_release(&in);
+  return rc;
+}
+
 /* ---- the image and its outputs ---- */
 
 struct built_image {
@@ -283,8 +394,13 @@ static int commit_image(struct build_run *run, struct stage_state *st, struct bu
     *eq = '\0';
     oci_config_set_label(&st->config, k, eq + 1);
   }
+  /* The image is as new as its newest step: a build that was all cached
+   * gives the same image again. */
   free(st->config.created);
-  st->config.created = xstrdup(run->created);
+  st->config.created =
+      xstrdup(st->config.n_history && st->config.history[st->config.n_history - 1].created
+                  ? st->config.history[st->config.n_history - 1].created
+                  : run->created);
   config = oci_config_json(&st->config);
   if (cache_blob_put(run->store, config, strlen(config), img->config_digest, err) < 0)
     return -1;
@@ -415,6 +531,181 @@ static const char *stage_label(const struct parser_dockerfile *df, size_t i, cha
   return buf;
 }
 
+/* ---- stages, in parallel ---- */
+
+/* Build one stage: its base, then its steps in order. */
+static int build_stage(struct build_run *run, int i, struct progress *p, struct cb_error *err)
+{
+  const struct parser_dockerfile *df = run->plan->df;
+  const struct parser_stage *ps = &df->stages[i];
+  char label[32];
+  const char *name = stage_label(df, (size_t)i, label, sizeof(label));
+  if (stage_base(run, i, err) < 0)
+    return -1;
+  for (size_t s = 0; s < ps->n_steps; s++) {
+    const struct parser_step *step = &run->plan->steps[i][s];
+    int id, r;
+    if (run->sched && run->sched->failed)
+      return 1;
+    id = progress_step_add(p, name, (int)s + 1, (int)ps->n_steps, step->text);
+    progress_step_start(p, id);
+    r = cached_step(run, i, s, step, p, id, err);
+    if (r < 0) {
+      /* every step error names its place, once */
+      const char *instr = parser_instr_name(step->instr);
+      size_t n = strlen(instr);
+      bool named = strncmp(err->msg, instr, n) == 0 && err->msg[n] == ' ';
+      if (!cb_starts_with(err->msg, df->file) && named)
+        cb_error_wrap(err, "%s:%d", df->file, step->line);
+      else if (!cb_starts_with(err->msg, df->file))
+        cb_error_wrap(err, "%s:%d: %s", df->file, step->line, instr);
+      progress_step_error(p, id, "%s", err->msg);
+      return -1;
+    }
+    if (r > 0)
+      progress_step_cached(p, id);
+    else
+      progress_step_done(p, id);
+  }
+  return 0;
+}
+
+/* Whether stage i needs stage j built first. */
+static bool stage_needs(const struct build_run *run, int i, int j)
+{
+  const struct parser_stage *ps = &run->plan->df->stages[i];
+  if (ps->base_stage == j)
+    return true;
+  for (size_t s = 0; s < ps->n_steps; s++) {
+    const struct parser_step *step = &run->plan->steps[i][s];
+    if (step->from_stage == j && (step->instr == PARSER_COPY || step->instr == PARSER_ADD))
+      return true;
+    for (size_t m = 0; m < step->n_mounts; m++)
+      if (step->mounts[m].from_stage == j)
+        return true;
+  }
+  return false;
+}
+
+enum stage_status { STAGE_SKIP, STAGE_WAITING, STAGE_RUNNING, STAGE_DONE, STAGE_FAILED };
+
+struct worker_arg {
+  struct build_run *run;
+  struct progress *p;
+};
+
+/* The next stage whose needs are built, or -1; called locked. */
+static int next_ready(struct build_run *run)
+{
+  struct build_sched *sc = run->sched;
+  for (int i = 0; i < sc->n; i++) {
+    bool ready = sc->status[i] == STAGE_WAITING;
+    for (int j = 0; ready && j < sc->n; j++)
+      if (j != i && sc->status[j] != STAGE_DONE && sc->status[j] != STAGE_SKIP &&
+          stage_needs(run, i, j))
+        ready = false;
+    if (ready)
+      return i;
+  }
+  return -1;
+}
+
+static bool any_waiting(const struct build_sched *sc)
+{
+  for (int i = 0; i < sc->n; i++)
+    if (sc->status[i] == STAGE_WAITING)
+      return true;
+  return false;
+}
+
+static void *stage_worker(void *data)
+{
+  struct worker_arg *a = data;
+  struct build_run *run = a->run;
+  struct build_sched *sc = run->sched;
+  pthread_mutex_lock(&sc->lock);
+  for (;;) {
+    int i;
+    struct cb_error err;
+    int r;
+    if (sc->failed || !any_waiting(sc))
+      break;
+    i = next_ready(run);
+    if (i < 0) {
+      /* what it needs is being built elsewhere */
+      if (sc->running == 0)
+        break;
+      pthread_cond_wait(&sc->cond, &sc->lock);
+      continue;
+    }
+    sc->status[i] = STAGE_RUNNING;
+    sc->running++;
+    pthread_mutex_unlock(&sc->lock);
+    r = build_stage(run, i, a->p, &err);
+    pthread_mutex_lock(&sc->lock);
+    sc->running--;
+    sc->status[i] = r == 0 ? STAGE_DONE : STAGE_FAILED;
+    if (r < 0 && !sc->failed) {
+      sc->failed = true;
+      sc->err = err;
+    }
+    pthread_cond_broadcast(&sc->cond);
+  }
+  pthread_cond_broadcast(&sc->cond);
+  pthread_mutex_unlock(&sc->lock);
+  return NULL;
+}
+
+/*
+ * Build every stage the target needs: each as soon as the stages it needs
+ * are built, up to --jobs at once.  The first failure stops the others
+ * at their next step.
+ */
+static int build_stages(struct build_run *run, struct progress *p, struct cb_error *err)
+{
+  const struct parser_dockerfile *df = run->plan->df;
+  struct build_sched sc;
+  struct worker_arg a = { run, p };
+  pthread_t *threads;
+  int jobs = run->o->jobs > 0 ? run->o->jobs : (int)sysconf(_SC_NPROCESSORS_ONLN);
+  int started = 0, rc = 0;
+
+  memset(&sc, 0, sizeof(sc));
+  pthread_mutex_init(&sc.lock, NULL);
+  pthread_cond_init(&sc.cond, NULL);
+  sc.n = (int)df->n_stages;
+  sc.status = xcalloc(df->n_stages, sizeof(*sc.status));
+  for (size_t i = 0; i < df->n_stages; i++)
+    sc.status[i] = df->stages[i].reachable ? STAGE_WAITING : STAGE_SKIP;
+  run->sched = &sc;
+  if (jobs < 1)
+    jobs = 1;
+  if (jobs > sc.n)
+    jobs = sc.n;
+  threads = xcalloc((size_t)jobs, sizeof(*threads));
+  /* the calling thread is one of the workers */
+  for (int t = 1; t < jobs; t++)
+    if (pthread_create(&threads[t], NULL, stage_worker, &a) == 0)
+      started = t;
+    else
+      break;
+  stage_worker(&a);
+  for (int t = 1; t <= started; t++)
+    pthread_join(threads[t], NULL);
+  if (sc.failed) {
+    *err = sc.err;
+    rc = -1;
+  } else if (any_waiting(&sc)) {
+    rc = cb_error_set(err, "build the stages: a stage waits on one that was not built");
+  }
+  run->sched = NULL;
+  free(threads);
+  free(sc.status);
+  pthread_cond_destroy(&sc.cond);
+  pthread_mutex_destroy(&sc.lock);
+  return rc;
+}
+
 int builder_build(const struct builder_options *o, struct builder_plan *plan,
                   struct cache_store *store, struct progress *p,
                   char image_id[OCI_DIGEST_SIZE], struct cb_error *err)
@@ -438,36 +729,15 @@ int builder_build(const struct builder_options *o, struct builder_plan *plan,
   now = run.epoch >= 0 ? run.epoch : (int64_t)time(NULL);
   run.created = rfc3339(now);
   run.stages = xcalloc(df->n_stages, sizeof(*run.stages));
+  pthread_mutex_init(&run.stat_lock, NULL);
+  cache_steps_tidy(store);
   if (context_open(&run.ctx, o->context, err) < 0)
     goto out;
 
-  for (size_t i = 0; i < df->n_stages; i++) {
-    const struct parser_stage *ps = &df->stages[i];
-    char label[32];
-    const char *name = stage_label(df, i, label, sizeof(label));
-    if (!ps->reachable)
-      continue;
-    if (stage_base(&run, (int)i, err) < 0)
-      goto out;
-    for (size_t s = 0; s < ps->n_steps; s++) {
-      const struct parser_step *step = &plan->steps[i][s];
-      int id = progress_step_add(p, name, (int)s + 1, (int)ps->n_steps, step->text);
-      progress_step_start(p, id);
-      if (run_step(&run, (int)i, step, p, id, err) < 0) {
-        /* every step error names its place, once */
-        const char *instr = parser_instr_name(step->instr);
-        size_t n = strlen(instr);
-        bool named = strncmp(err->msg, instr, n) == 0 && err->msg[n] == ' ';
-        if (!cb_starts_with(err->msg, df->file) && named)
-          cb_error_wrap(err, "%s:%d", df->file, step->line);
-        else if (!cb_starts_with(err->msg, df->file))
-          cb_error_wrap(err, "%s:%d: %s", df->file, step->line, instr);
-        progress_step_error(p, id, "%s", err->msg);
-        goto out;
-      }
-      progress_step_done(p, id);
-    }
-  }
+  if (build_stages(&run, p, err) < 0)
+    goto out;
+  if (builder_stat_cache_save(&run, err) < 0)
+    goto out;
 
   {
     int id = progress_step_add(p, NULL, 0, 0, "exporting to image");
@@ -508,6 +778,8 @@ out:
     stage_state_release(&run.stages[i]);
   free(run.stages);
   free(run.created);
+  cache_stat_free(run.stat_cache);
+  pthread_mutex_destroy(&run.stat_lock);
   context_close(&run.ctx);
   return rc;
 }

@@ -8,6 +8,8 @@
 #include "../cache/cache.h"
 #include "../oci/oci.h"
 
+#include <pthread.h>
+
 /* ---- the image's filesystem, read from its layers ----
  *
  * What COPY needs to know of the image it copies into: whether a path
@@ -62,12 +64,28 @@ struct stage_state {
   struct oci_descriptor *layers;
   size_t n_layers;
   bool cmd_set;        /* CMD given in this stage (ENTRYPOINT then keeps it) */
+  char key[OCI_DIGEST_SIZE]; /* the cache key of the last step (or the base) */
   struct fsview view;
   bool view_ready;
 };
 
 void stage_state_release(struct stage_state *st);
+/* Load an image of the local store into st (its layers and config);
+ * digest gets its manifest's digest. */
+int builder_image_load(struct cache_store *store, const char *name, struct stage_state *st,
+                       char digest[OCI_DIGEST_SIZE], struct cb_error *err);
 struct fsview *stage_view(struct stage_state *st, struct cache_store *store);
+
+/* The stages being built, shared by the worker threads. */
+struct build_sched {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  int *status; /* enum stage_status, per stage */
+  int n;
+  int running;
+  bool failed;
+  struct cb_error err; /* the first failure */
+};
 
 /* Everything a step needs. */
 struct build_run {
@@ -79,6 +97,9 @@ struct build_run {
   struct oci_layer_options layer_opts;
   int64_t epoch;  /* SOURCE_DATE_EPOCH, or -1 */
   char *created;  /* RFC 3339 time for history and config */
+  struct cache_stat_cache *stat_cache; /* the context's, loaded when needed */
+  pthread_mutex_t stat_lock;           /* held while COPY hashes sources */
+  struct build_sched *sched;           /* while stages are being built */
 };
 
 struct progress;
@@ -90,6 +111,58 @@ int builder_run_step(struct build_run *run, int stage, const struct parser_step 
 /* Run a COPY or ADD step on the stage: makes one layer. */
 int builder_copy(struct build_run *run, int stage, const struct parser_step *step,
                  struct cb_error *err);
+
+/* The same in two halves, for the cache: prepare finds every source (and
+ * downloads URLs, unpacks archives); commit writes the layer. */
+struct copy_prep;
+int builder_copy_prepare(struct build_run *run, int stage, const struct parser_step *step,
+                         struct copy_prep **out, struct cb_error *err);
+/* One line per file the step copies, "name\tdigest", sorted by
+ * destination: the digest covers type, mode, owner, link target, xattrs
+ * and content (through the stat cache for context files), not mtimes. */
+int builder_copy_inputs(struct copy_prep *cp, struct cache_stat_cache *sc, struct strvec *files,
+                        struct cb_error *err);
+int builder_copy_commit(struct copy_prep *cp, struct cb_error *err);
+/* The same lines for what RUN --mount=type=bind shows of the context at
+ * source, named below prefix. */
+int builder_bind_inputs(struct build_run *run, int stage, const struct parser_step *step,
+                        const char *source, const char *prefix, struct cache_stat_cache *sc,
+                        struct strvec *files, struct cb_error *err);
+void builder_copy_free(struct copy_prep *cp);
+
+/* ---- cache keys (cachekey.c) ---- */
+
+/* What a step's key is made of, besides its parent's key. */
+struct step_inputs {
+  char *instruction;            /* builder_step_canonical() */
+  char from_key[OCI_DIGEST_SIZE]; /* COPY --from=stage: that stage's key */
+  struct strvec files;          /* COPY/ADD: builder_copy_inputs() */
+  struct copy_prep *copy;       /* COPY/ADD: prepared, to commit on a miss */
+};
+
+/* The key a stage's chain starts from: what ("image", "scratch") and its
+ * identity (a manifest digest, a platform), with the build's layer
+ * options. */
+void builder_key_base(struct build_run *run, const char *what, const char *id,
+                      char out[OCI_DIGEST_SIZE]);
+int step_inputs_collect(struct build_run *run, int stage, const struct parser_step *step,
+                        struct step_inputs *in, struct cb_error *err);
+void step_inputs_release(struct step_inputs *in);
+void step_key(const char *parent, const struct step_inputs *in, char out[OCI_DIGEST_SIZE]);
+/*
+ * Compare with what the last build of this step (by place) saw and record
+ * this one.  why gets the reason the key differs from last time ("2 files
+ * changed: a, b"), and stays empty when the key is the same.
+ */
+int builder_explain(struct build_run *run, int stage, size_t index, const char *parent,
+                    const struct step_inputs *in, const char *key, struct strbuf *why,
+                    struct cb_error *err);
+/* Write the stat cache back, and free it. */
+int builder_stat_cache_save(struct build_run *run, struct cb_error *err);
+
+/* The step as JSON for its key: substituted, with flags, without its line
+ * and spelling; RUN with its environment. */
+char *builder_step_canonical(const struct parser_step *s);
 
 /* A layer holding the directory path (relative) and its missing parents,
  * for WORKDIR. */

@@ -27,6 +27,19 @@ struct builder_output {
   bool tar;   /* false: an OCI layout directory (oci only) */
 };
 
+/* --secret id=ID[,src=FILE|,env=VAR][,type=file|env], as docker build
+ * takes it: what RUN --mount=type=secret,id=ID reads. */
+struct builder_secret {
+  char *id;
+  char *file; /* the secret is this file's content, */
+  char *env;  /* or this variable's value in cbuild's environment */
+};
+
+/* Parse a --secret value; -1 and err when it is malformed or names a file
+ * that does not exist. */
+int builder_secret_parse(const char *spec, struct builder_secret *s, struct cb_error *err);
+void builder_secret_release(struct builder_secret *s);
+
 struct builder_options {
   char *context;         /* the build context directory */
   char *file;            /* -f; NULL: CONTEXT/Dockerfile; "-": stdin */
@@ -38,9 +51,14 @@ struct builder_options {
   char *root; /* --root or CBUILD_ROOT; NULL: the default store */
   char *progress; /* auto, plain, tty or quiet */
   bool no_cache;
+  struct strvec no_cache_filter; /* --no-cache-filter STAGE, repeatable */
+  bool explain_cache;            /* --explain-cache */
+  int jobs;                      /* --jobs: stages at once; 0: one per CPU */
   struct oci_layer_options layer; /* --compression, --compression-level */
   enum parser_network network;    /* --network, for RUN steps without their own */
   struct runner_limits limits;    /* --memory, --pids-limit, --cpus, --cpu-quota/period */
+  struct builder_secret *secrets; /* --secret, repeatable */
+  size_t n_secrets;
 };
 
 void builder_options_release(struct builder_options *o);
@@ -86,6 +104,8 @@ int builder_cmd_inspect(int argc, char **argv, const char *root);
 int builder_cmd_rmi(int argc, char **argv, const char *root);
 int builder_cmd_tag(int argc, char **argv, const char *root);
 int builder_cmd_save(int argc, char **argv, const char *root);
+int builder_cmd_df(int argc, char **argv, const char *root);
+int builder_cmd_prune(int argc, char **argv, const char *root);
 
 /* Parse "K=V" (or a bare K, whose value comes from the environment, as
  * docker does) into a build arg; -1 and err on "=V". */

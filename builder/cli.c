@@ -24,8 +24,13 @@ static const char build_usage[] =
     "  -f, --file FILE           the Dockerfile (default CONTEXT/Dockerfile; - reads stdin)\n"
     "      --build-arg K[=V]     set a build arg; a bare K takes $K from the environment\n"
     "      --target STAGE        build this stage and what it needs\n"
-    "      --no-cache            run every step again\n"
+    "      --no-cache            run every step again (and refresh the cache)\n"
+    "      --no-cache-filter STAGE  the same for one stage (repeatable)\n"
+    "      --explain-cache       say for every step why it hit or missed the cache\n"
+    "      --jobs N              build up to N stages at once (default: one per CPU)\n"
     "      --label K=V           add a label to the image\n"
+    "      --secret SPEC         id=ID,src=FILE or id=ID,env=VAR: a secret for\n"
+    "                            RUN --mount=type=secret (repeatable)\n"
     "      --progress MODE       auto, plain, tty or quiet (default auto)\n"
     "  -q, --quiet               print only errors\n"
     "  -o, --output SPEC         type=oci,dest=FILE[,tar=false] or type=docker,dest=FILE\n"
@@ -59,7 +64,11 @@ enum {
   OPT_BUILD_ARG = 256,
   OPT_TARGET,
   OPT_NO_CACHE,
+  OPT_NO_CACHE_FILTER,
+  OPT_EXPLAIN_CACHE,
+  OPT_JOBS,
   OPT_LABEL,
+  OPT_SECRET,
   OPT_PROGRESS,
   OPT_ROOT,
   OPT_COMPRESSION,
@@ -78,7 +87,11 @@ static const struct option build_options[] = {
   { "build-arg", required_argument, NULL, OPT_BUILD_ARG },
   { "target", required_argument, NULL, OPT_TARGET },
   { "no-cache", no_argument, NULL, OPT_NO_CACHE },
+  { "no-cache-filter", required_argument, NULL, OPT_NO_CACHE_FILTER },
+  { "explain-cache", no_argument, NULL, OPT_EXPLAIN_CACHE },
+  { "jobs", required_argument, NULL, OPT_JOBS },
   { "label", required_argument, NULL, OPT_LABEL },
+  { "secret", required_argument, NULL, OPT_SECRET },
   { "progress", required_argument, NULL, OPT_PROGRESS },
   { "quiet", no_argument, NULL, 'q' },
   { "output", required_argument, NULL, 'o' },
@@ -129,6 +142,10 @@ void builder_options_release(struct builder_options *o)
   parser_build_args_release(&o->args);
   free((char *)o->args.target);
   strvec_clear(&o->labels);
+  for (size_t i = 0; i < o->n_secrets; i++)
+    builder_secret_release(&o->secrets[i]);
+  free(o->secrets);
+  strvec_clear(&o->no_cache_filter);
   for (size_t i = 0; i < o->n_outputs; i++) {
     free(o->outputs[i].type);
     free(o->outputs[i].dest);
@@ -234,6 +251,26 @@ static int options_parse(const char *cmd, const struct option *longopts, const c
       break;
     case OPT_NO_CACHE:
       o->no_cache = true;
+      break;
+    case OPT_NO_CACHE_FILTER:
+      strvec_push(&o->no_cache_filter, optarg);
+      break;
+    case OPT_EXPLAIN_CACHE:
+      o->explain_cache = true;
+      break;
+    case OPT_JOBS: {
+      char *end;
+      long v = strtol(optarg, &end, 10);
+      if (*end || end == optarg || v < 1 || v > 1024)
+        return usage_error(cmd, "--jobs wants a number of stages from 1 to 1024");
+      o->jobs = (int)v;
+      break;
+    }
+    case OPT_SECRET:
+      o->secrets = xreallocarray(o->secrets, o->n_secrets + 1, sizeof(*o->secrets));
+      if (builder_secret_parse(optarg, &o->secrets[o->n_secrets], &err) < 0)
+        return usage_error(cmd, "%s", err.msg);
+      o->n_secrets++;
       break;
     case OPT_LABEL:
       if (!strchr(optarg, '=') || optarg[0] == '=')
@@ -398,6 +435,7 @@ int builder_cmd_build(int argc, char **argv, const char *root)
   struct progress *p = NULL;
   enum progress_mode mode = PROGRESS_AUTO;
   char image_id[OCI_DIGEST_SIZE];
+  int gc_lock = -1;
   int rc = options_parse("build", build_options, ":t:f:qo:h", build_usage, argc, argv, &o);
   memset(&plan, 0, sizeof(plan));
   if (rc >= 0)
@@ -435,6 +473,12 @@ int builder_cmd_build(int argc, char **argv, const char *root)
     fail(&err);
     goto out;
   }
+  /* held until the build ends: prune waits for it */
+  gc_lock = cache_build_lock(store, false, true, &err);
+  if (gc_lock < 0) {
+    fail(&err);
+    goto out;
+  }
   if (builder_plan_load(&o, store, &plan, &err) < 0) {
     fail(&err);
     goto out;
@@ -461,6 +505,8 @@ int builder_cmd_build(int argc, char **argv, const char *root)
 out:
   progress_free(p);
   builder_plan_release(&plan);
+  if (gc_lock >= 0)
+    close(gc_lock);
   if (store)
     cache_store_close(store);
   builder_options_release(&o);

@@ -630,32 +630,127 @@ static int cmp_item(const void *a, const void *b)
   return x->order < y->order ? -1 : x->order > y->order;
 }
 
+/* ---- hash tables for items_finish (open addressing, linear probing) ---- */
+
+static uint64_t hash_bytes(uint64_t h, const void *data, size_t n)
+{
+  const unsigned char *p = data;
+  for (size_t i = 0; i < n; i++)
+    h = (h ^ p[i]) * 1099511628211ULL; /* FNV-1a */
+  return h;
+}
+
+#define HASH_SEED 1469598103934665603ULL
+
+/*
+ * Item indexes keyed by destination path, or by source file (rootfd,
+ * device, inode); SIZE_MAX marks a free slot.  Kept at most half full.
+ */
+struct item_table {
+  size_t *slots;
+  size_t size, n;
+  bool by_inode;
+};
+
+static uint64_t item_key_hash(const struct item_table *t, const struct item *it)
+{
+  uint64_t h = HASH_SEED;
+  if (!t->by_inode)
+    return hash_bytes(h, it->dest, strlen(it->dest));
+  h = hash_bytes(h, &it->rootfd, sizeof(it->rootfd));
+  h = hash_bytes(h, &it->dev, sizeof(it->dev));
+  return hash_bytes(h, &it->ino, sizeof(it->ino));
+}
+
+static bool item_key_equal(const struct item_table *t, const struct item *a, const struct item *b)
+{
+  if (!t->by_inode)
+    return strcmp(a->dest, b->dest) == 0;
+  return a->rootfd == b->rootfd && a->dev == b->dev && a->ino == b->ino;
+}
+
+static void item_table_release(struct item_table *t)
+{
+  free(t->slots);
+  memset(t, 0, sizeof(*t));
+}
+#define cleanup_item_table __attribute__((cleanup(item_table_release)))
+
+/* The index of an item with key's key, or SIZE_MAX. */
+static size_t item_table_find(const struct item_table *t, const struct item *items,
+                              const struct item *key)
+{
+  size_t mask = t->size - 1;
+  if (t->size == 0)
+    return SIZE_MAX;
+  for (size_t h = (size_t)item_key_hash(t, key) & mask; t->slots[h] != SIZE_MAX;
+       h = (h + 1) & mask)
+    if (item_key_equal(t, &items[t->slots[h]], key))
+      return t->slots[h];
+  return SIZE_MAX;
+}
+
+static void item_table_put(struct item_table *t, const struct item *items, size_t idx);
+
+static void item_table_grow(struct item_table *t, const struct item *items)
+{
+  size_t *old = t->slots, old_size = t->size;
+  t->size = old_size ? st_mult(old_size, 2) : 64;
+  t->slots = xmalloc(st_mult(t->size, sizeof(*t->slots)));
+  memset(t->slots, 0xff, t->size * sizeof(*t->slots));
+  t->n = 0;
+  for (size_t i = 0; i < old_size; i++)
+    if (old[i] != SIZE_MAX)
+      item_table_put(t, items, old[i]);
+  free(old);
+}
+
+/* Add items[idx]; its key must not be in the table yet. */
+static void item_table_put(struct item_table *t, const struct item *items, size_t idx)
+{
+  size_t mask, h;
+  if (st_mult(t->n + 1, 2) > t->size)
+    item_table_grow(t, items);
+  mask = t->size - 1;
+  for (h = (size_t)item_key_hash(t, &items[idx]) & mask; t->slots[h] != SIZE_MAX;
+       h = (h + 1) & mask)
+    ;
+  t->slots[h] = idx;
+  t->n++;
+}
+
 /*
  * Add the destination's missing parent directories, sort by path (a
  * directory before its contents, as the layer writer wants), keep the last
  * of several sources landing on one path, and mark hardlinks: the first
  * path of a (device, inode) pair carries the content, the others link to it.
+ * Hash tables keep it linear in the number of items: a context of tens of
+ * thousands of files must not cost a strcmp per pair of them.
  */
 static int items_finish(struct copy_op *op, struct cb_error *err)
 {
   struct fsview *view = stage_view(op->st, op->run->store);
+  cleanup_item_table struct item_table dests = { NULL, 0, 0, false };
+  cleanup_item_table struct item_table inodes = { NULL, 0, 0, true };
   size_t n0 = op->n, w = 0;
+  for (size_t i = 0; i < n0; i++)
+    if (item_table_find(&dests, op->items, &op->items[i]) == SIZE_MAX)
+      item_table_put(&dests, op->items, i);
   for (size_t i = 0; i < n0; i++) {
     cleanup_free char *p = xstrdup(op->items[i].dest);
     char *slash;
     while ((slash = strrchr(p, '/')) != NULL) {
       const struct fsview_node *node;
-      bool have = false;
+      struct item key = { .dest = p };
       *slash = '\0';
-      for (size_t j = 0; j < op->n && !have; j++)
-        have = strcmp(op->items[j].dest, p) == 0;
-      if (have)
+      if (item_table_find(&dests, op->items, &key) != SIZE_MAX)
         break;
       if (fsview_lookup(view, p, &node, err) < 0)
         return -1;
       if (node && S_ISDIR(node->mode))
         break;
       item_new(op, p)->mode = S_IFDIR | 0755;
+      item_table_put(&dests, op->items, op->n - 1);
     }
   }
   for (size_t i = 0; i < op->n; i++)
@@ -673,18 +768,18 @@ static int items_finish(struct copy_op *op, struct cb_error *err)
     op->items[w++] = op->items[i];
   }
   op->n = w;
+  /* inodes: the first regular file with a source, per (rootfd, dev, ino) */
   for (size_t i = 0; i < op->n; i++) {
     struct item *it = &op->items[i];
-    if (!S_ISREG(it->mode) || it->nlink < 2 || !it->src)
+    size_t first;
+    if (!S_ISREG(it->mode) || !it->src)
       continue;
-    for (size_t j = 0; j < i; j++) {
-      const struct item *first = &op->items[j];
-      if (first->src && !first->hardlink && first->rootfd == it->rootfd &&
-          first->dev == it->dev && first->ino == it->ino && S_ISREG(first->mode)) {
-        it->hardlink = first->dest;
-        it->size = 0;
-        break;
-      }
+    first = item_table_find(&inodes, op->items, it);
+    if (first == SIZE_MAX) {
+      item_table_put(&inodes, op->items, i);
+    } else if (it->nlink >= 2) {
+      it->hardlink = op->items[first].dest;
+      it->size = 0;
     }
   }
   return 0;
@@ -907,10 +1002,15 @@ static int copy_path(struct copy_op *op, int rootfd, const char *src, bool dest_
   }
 }
 
-int builder_copy(struct build_run *run, int stage, const struct parser_step *step,
-                 struct cb_error *err)
-{
+struct copy_prep {
   struct copy_op op;
+};
+
+int builder_copy_prepare(struct build_run *run, int stage, const struct parser_step *step,
+                         struct copy_prep **out, struct cb_error *err)
+{
+  struct copy_prep *cp = xcalloc(1, sizeof(*cp));
+  struct copy_op *op = &cp->op;
   struct source *srcs = NULL;
   size_t n_srcs = 0, alloc = 0;
   cleanup_free char *dest_abs = NULL;
@@ -919,35 +1019,44 @@ int builder_copy(struct build_run *run, int stage, const struct parser_step *ste
   int rootfd = run->ctx.dirfd;
   int rc = -1;
 
-  memset(&op, 0, sizeof(op));
-  op.run = run;
-  op.st = &run->stages[stage];
-  op.step = step;
-  op.what = parser_instr_name(step->instr);
-  op.ctx = &run->ctx;
-  op.chmod = step->chmod ? strtol(step->chmod, NULL, 8) : -1;
-  op.now = run->epoch >= 0 ? run->epoch : (int64_t)time(NULL);
+  *out = cp;
+  op->run = run;
+  op->st = &run->stages[stage];
+  op->step = step;
+  op->what = parser_instr_name(step->instr);
+  op->ctx = &run->ctx;
+  op->chmod = step->chmod ? strtol(step->chmod, NULL, 8) : -1;
+  op->now = run->epoch >= 0 ? run->epoch : (int64_t)time(NULL);
 
-  dest_abs = builder_dest_path(op.st->config.working_dir, step->args.v[step->args.n - 1]);
+  dest_abs = builder_dest_path(op->st->config.working_dir, step->args.v[step->args.n - 1]);
   dest_dir = cb_ends_with(dest_abs, "/");
   dest = builder_path_clean(dest_abs);
-  if (step->chown && resolve_chown(&op, step->chown, err) < 0)
+  if (step->chown && resolve_chown(op, step->chown, err) < 0)
     goto out;
 
-  if (step->from) {
-    const struct stage_state *from;
-    if (step->from_stage < 0) {
-      op_error(&op, err, "--from=%s: copying from an image comes with multi-stage builds; name a stage",
-               step->from);
+  if (step->from && step->from_stage >= 0) {
+    const struct stage_state *from = &run->stages[step->from_stage];
+    if (materialize(op, from->layers, from->n_layers, &rootfd, err) < 0)
+      goto out;
+    op->ctx = NULL;
+  } else if (step->from) {
+    /* an image of the local store */
+    struct stage_state image;
+    char digest[OCI_DIGEST_SIZE];
+    int r;
+    memset(&image, 0, sizeof(image));
+    r = builder_image_load(run->store, step->from, &image, digest, err);
+    if (r == 0)
+      r = materialize(op, image.layers, image.n_layers, &rootfd, err);
+    stage_state_release(&image);
+    if (r < 0) {
+      cb_error_wrap(err, "--from=%s", step->from);
       goto out;
     }
-    from = &run->stages[step->from_stage];
-    if (materialize(&op, from->layers, from->n_layers, &rootfd, err) < 0)
-      goto out;
-    op.ctx = NULL;
+    op->ctx = NULL;
   }
   if (step->checksum && !(step->args.n == 2 && is_url(step->args.v[0]))) {
-    op_error(&op, err, "--checksum needs a single http(s) URL source");
+    op_error(op, err, "--checksum needs a single http(s) URL source");
     goto out;
   }
 
@@ -963,7 +1072,7 @@ int builder_copy(struct build_run *run, int stage, const struct parser_step *ste
       n_srcs++;
       continue;
     }
-    if (source_paths(&op, rootfd, s, &paths, err) < 0) {
+    if (source_paths(op, rootfd, s, &paths, err) < 0) {
       strvec_clear(&paths);
       goto out;
     }
@@ -977,13 +1086,13 @@ int builder_copy(struct build_run *run, int stage, const struct parser_step *ste
     strvec_clear(&paths);
   }
   if (n_srcs > 1 && !dest_dir) {
-    op_error(&op, err, "with more than one source, the destination \"%s\" must be a directory ending in /",
+    op_error(op, err, "with more than one source, the destination \"%s\" must be a directory ending in /",
              step->args.v[step->args.n - 1]);
     goto out;
   }
   if (!dest_dir && strcmp(dest, ".") != 0) {
     const struct fsview_node *node;
-    if (fsview_lookup(stage_view(op.st, run->store), dest, &node, err) < 0)
+    if (fsview_lookup(stage_view(op->st, run->store), dest, &node, err) < 0)
       goto out;
     dest_dir = node && S_ISDIR(node->mode);
   }
@@ -992,28 +1101,162 @@ int builder_copy(struct build_run *run, int stage, const struct parser_step *ste
     const struct source *s = &srcs[i];
     if (s->kind == SOURCE_HEREDOC) {
       cleanup_free char *target = dest_dir ? join(dest, s->doc->name) : xstrdup(dest);
-      struct item *it = item_new(&op, target);
-      it->mode = apply_chmod(&op, S_IFREG | 0644);
+      struct item *it = item_new(op, target);
+      it->mode = apply_chmod(op, S_IFREG | 0644);
       it->data = xstrdup(s->doc->content);
       it->size = (int64_t)strlen(it->data);
     } else if (s->kind == SOURCE_URL) {
-      if (add_url(&op, s->path, dest_dir ? dest : NULL, dest_dir ? NULL : dest, err) < 0)
+      if (add_url(op, s->path, dest_dir ? dest : NULL, dest_dir ? NULL : dest, err) < 0)
         goto out;
-    } else if (copy_path(&op, rootfd, s->path, dest_dir, dest, err) < 0) {
+    } else if (copy_path(op, rootfd, s->path, dest_dir, dest, err) < 0) {
       goto out;
     }
   }
-  if (items_finish(&op, err) < 0 || write_layer(&op, err) < 0)
+  if (items_finish(op, err) < 0)
     goto out;
   rc = 0;
 out:
   for (size_t i = 0; i < n_srcs; i++)
     free(srcs[i].path);
   free(srcs);
-  items_free(&op);
-  cleanup_tmpdirs(&op);
   return rc;
 }
+
+int builder_copy_commit(struct copy_prep *cp, struct cb_error *err)
+{
+  return write_layer(&cp->op, err);
+}
+
+void builder_copy_free(struct copy_prep *cp)
+{
+  if (cp == NULL)
+    return;
+  items_free(&cp->op);
+  cleanup_tmpdirs(&cp->op);
+  free(cp);
+}
+
+int builder_copy(struct build_run *run, int stage, const struct parser_step *step,
+                 struct cb_error *err)
+{
+  struct copy_prep *cp = NULL;
+  int rc = builder_copy_prepare(run, stage, step, &cp, err);
+  if (rc == 0)
+    rc = builder_copy_commit(cp, err);
+  builder_copy_free(cp);
+  return rc;
+}
+
+/* ---- the inputs of the cache key ---- */
+
+int builder_bind_inputs(struct build_run *run, int stage, const struct parser_step *step,
+                        const char *source, const char *prefix, struct cache_stat_cache *sc,
+                        struct strvec *files, struct cb_error *err)
+{
+  struct copy_prep *cp = xcalloc(1, sizeof(*cp));
+  struct copy_op *op = &cp->op;
+  cleanup_free char *src = builder_path_clean(source && *source ? source : ".");
+  int rc;
+  op->run = run;
+  op->st = &run->stages[stage];
+  op->step = step;
+  op->what = "RUN --mount";
+  op->ctx = &run->ctx;
+  op->chmod = -1;
+  /* what the step sees through the mount, named below prefix */
+  rc = copy_path(op, run->ctx.dirfd, src, true, prefix, err);
+  if (rc == 0)
+    rc = items_finish(op, err);
+  if (rc == 0)
+    rc = builder_copy_inputs(cp, sc, files, err);
+  builder_copy_free(cp);
+  return rc;
+}
+
+/* sha256 over a file's kept xattrs and its content. */
+static int content_digest(struct copy_op *op, const struct item *it, int fd,
+                          char out[OCI_DIGEST_SIZE], struct cb_error *err)
+{
+  struct oci_hasher *h = oci_hasher_new();
+  struct oci_xattr xa[16];
+  size_t n_xa = 0;
+  cleanup_strbuf struct strbuf xstore = STRBUF_INIT;
+  char buf[65536];
+  ssize_t n;
+  read_xattrs(fd, xa, &n_xa, &xstore);
+  for (size_t i = 0; i < n_xa; i++) {
+    char len[32];
+    snprintf(len, sizeof(len), "%zu:", xa[i].size);
+    oci_hasher_update(h, xa[i].name, strlen(xa[i].name) + 1);
+    oci_hasher_update(h, len, strlen(len));
+    oci_hasher_update(h, xa[i].value, xa[i].size);
+  }
+  oci_hasher_update(h, "\0content\0", 9);
+  if (S_ISREG(it->mode)) {
+    while ((n = cb_read_retry(fd, buf, sizeof(buf))) > 0)
+      oci_hasher_update(h, buf, (size_t)n);
+    if (n < 0) {
+      oci_hasher_free(h);
+      return op_error(op, err, "read \"%s\": %s", it->src, strerror(errno));
+    }
+  }
+  oci_hasher_final(h, out);
+  oci_hasher_free(h);
+  return 0;
+}
+
+/* The digest of what an item holds: through the stat cache for files of
+ * the build context. */
+static int item_content(struct copy_op *op, const struct item *it, struct cache_stat_cache *sc,
+                        char out[OCI_DIGEST_SIZE], struct cb_error *err)
+{
+  bool from_context = op->ctx && it->rootfd == op->run->ctx.dirfd;
+  cleanup_close int fd = -1;
+  struct stat st;
+  if (it->data) {
+    oci_digest_buf(it->data, strlen(it->data), out);
+    return 0;
+  }
+  if (!it->src || it->hardlink || !(S_ISREG(it->mode) || S_ISDIR(it->mode))) {
+    out[0] = '\0';
+    return 0;
+  }
+  if (from_context && S_ISREG(it->mode) && stat_beneath(it->rootfd, it->src, &st) == 0 &&
+      cache_stat_lookup(sc, it->src, &st, out))
+    return 0;
+  fd = cb_open_beneath(it->rootfd, it->src, S_ISDIR(it->mode) ? O_RDONLY | O_DIRECTORY : O_RDONLY);
+  if (fd < 0)
+    return op_error(op, err, "open \"%s\": %s", it->src, strerror(errno));
+  if (fstat(fd, &st) < 0)
+    return op_error(op, err, "stat \"%s\": %s", it->src, strerror(errno));
+  if (content_digest(op, it, fd, out, err) < 0)
+    return -1;
+  if (from_context && S_ISREG(it->mode))
+    cache_stat_record(sc, it->src, &st, out);
+  return 0;
+}
+
+int builder_copy_inputs(struct copy_prep *cp, struct cache_stat_cache *sc, struct strvec *files,
+                        struct cb_error *err)
+{
+  struct copy_op *op = &cp->op;
+  cleanup_strbuf struct strbuf meta = STRBUF_INIT;
+  for (size_t i = 0; i < op->n; i++) {
+    const struct item *it = &op->items[i];
+    char content[OCI_DIGEST_SIZE], digest[OCI_DIGEST_SIZE];
+    if (item_content(op, it, sc, content, err) < 0)
+      return -1;
+    strbuf_reset(&meta);
+    strbuf_addf(&meta, "%o %u %u %zu:%s %zu:%s %s", (unsigned)it->mode, (unsigned)it->uid,
+                (unsigned)it->gid, it->symlink ? strlen(it->symlink) : 0,
+                it->symlink ? it->symlink : "", it->hardlink ? strlen(it->hardlink) : 0,
+                it->hardlink ? it->hardlink : "", content);
+    oci_digest_buf(meta.buf, meta.len, digest);
+    strvec_pushf(files, "%s\t%s", it->dest, digest);
+  }
+  return 0;
+}
+
 
 int builder_mkdir_layer(struct build_run *run, int stage, const struct parser_step *step,
                         const char *path, struct cb_error *err)

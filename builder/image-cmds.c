@@ -357,3 +357,125 @@ out:
   cache_store_close(s);
   return rc;
 }
+
+/* ---- df, prune ---- */
+
+int builder_cmd_df(int argc, char **argv, const char *root)
+{
+  static const char help[] = "Usage: cbuild df\n\nShow what the store holds: the images' "
+                             "blobs, the build cache, snapshots and cache mounts.\n";
+  struct cb_error err;
+  struct cache_store *s;
+  struct cache_usage u;
+  char a[32], b[32], c[32], d[32], e[32];
+  int rc = simple_options("df", help, argc, argv, &root, NULL);
+  if (rc >= 0)
+    return rc;
+  if (optind < argc)
+    return usage("df", "\"df\" takes no arguments");
+  s = open_store(root, &err);
+  if (!s)
+    return fail(&err);
+  if (cache_usage(s, &u, &err) < 0) {
+    cache_store_close(s);
+    return fail(&err);
+  }
+  human_size(u.image_bytes, a, sizeof(a));
+  human_size(u.cache_bytes, b, sizeof(b));
+  human_size(u.other_bytes, c, sizeof(c));
+  human_size(u.snapshot_bytes, d, sizeof(d));
+  human_size(u.mount_bytes, e, sizeof(e));
+  printf("%-18s %8s %10s %12s\n", "TYPE", "COUNT", "SIZE", "RECLAIMABLE");
+  printf("%-18s %8zu %10s %12s\n", "Image blobs", u.image_blobs, a, "0B");
+  printf("%-18s %8zu %10s %12s\n", "Build cache", u.entries, b, b);
+  printf("%-18s %8zu %10s %12s\n", "Unused blobs", u.other_blobs, c, c);
+  printf("%-18s %8zu %10s %12s\n", "Snapshots", u.snapshots, d, d);
+  printf("%-18s %8zu %10s %12s\n", "Cache mounts", u.mounts, e, e);
+  cache_store_close(s);
+  return BUILDER_EXIT_OK;
+}
+
+int builder_cmd_prune(int argc, char **argv, const char *root)
+{
+  static const char help[] =
+      "Usage: cbuild prune [--all] [--keep-storage SIZE] [--keep-duration DUR]\n"
+      "\n"
+      "Remove build cache the store's images do not need, least recently used first.\n"
+      "Waits for running builds; never removes what a tagged image needs.\n"
+      "\n"
+      "Options:\n"
+      "  -a, --all                 remove all build cache, not only the steps no image uses\n"
+      "      --keep-storage SIZE   keep the most recently used cache up to SIZE (e.g. 5g)\n"
+      "      --keep-duration DUR   keep cache used within DUR (e.g. 24h)\n"
+      "      --root DIR            the store\n";
+  static const struct option opts[] = {
+    { "help", no_argument, NULL, 'h' },
+    { "all", no_argument, NULL, 'a' },
+    { "keep-storage", required_argument, NULL, 's' },
+    { "keep-duration", required_argument, NULL, 'd' },
+    { "root", required_argument, NULL, 'r' },
+    { NULL, 0, NULL, 0 },
+  };
+  struct cache_prune_options po = { false, -1, -1 };
+  struct cb_error err;
+  struct cache_store *s;
+  struct cache_usage freed;
+  char a[32], b[32];
+  int c, lock;
+  int64_t ns;
+  optind = 0;
+  opterr = 0;
+  while ((c = getopt_long(argc, argv, ":ha", opts, NULL)) != -1) {
+    switch (c) {
+    case 'h':
+      fputs(help, stdout);
+      return BUILDER_EXIT_OK;
+    case 'a':
+      po.all = true;
+      break;
+    case 's':
+      if (cb_parse_size(optarg, &po.keep_storage) < 0)
+        return usage("prune", "--keep-storage wants a size such as 512m or 5g");
+      break;
+    case 'd':
+      if (parser_duration(optarg, &ns) < 0 || ns < 0)
+        return usage("prune", "--keep-duration wants a duration such as 30m or 24h");
+      po.keep_duration = ns / 1000000000;
+      break;
+    case 'r':
+      root = optarg;
+      break;
+    case ':':
+      return usage("prune", "a flag needs a value");
+    default:
+      return usage("prune", "unknown flag");
+    }
+  }
+  if (optind < argc)
+    return usage("prune", "\"prune\" takes no arguments");
+  {
+    cleanup_free char *r = cache_root(root, &err);
+    /* rootless, snapshots hold the image's ids: remove them as the build
+     * made them, in its user namespace */
+    if (!r || runner_enter_userns(&err) < 0 || !(s = cache_store_open(r, &err)))
+      return fail(&err);
+  }
+  lock = cache_build_lock(s, true, false, &err);
+  if (lock == -2) {
+    fprintf(stderr, "cbuild: waiting for the builds running on this store\n");
+    lock = cache_build_lock(s, true, true, &err);
+  }
+  if (lock < 0 || cache_prune(s, &po, &freed, &err) < 0) {
+    if (lock >= 0)
+      close(lock);
+    cache_store_close(s);
+    return fail(&err);
+  }
+  close(lock);
+  human_size(freed.cache_bytes, a, sizeof(a));
+  human_size(freed.snapshot_bytes + freed.mount_bytes, b, sizeof(b));
+  printf("Removed %zu cache entries, %zu blobs (%s), %zu snapshots and %zu cache mounts (%s)\n",
+         freed.entries, freed.cache_blobs, a, freed.snapshots, freed.mounts, b);
+  cache_store_close(s);
+  return BUILDER_EXIT_OK;
+}

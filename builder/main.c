@@ -17,6 +17,8 @@ static const char main_usage[] =
     "  rmi        remove image names\n"
     "  tag        give an image another name\n"
     "  save       write images as an OCI tarball\n"
+    "  df         show what the store holds\n"
+    "  prune      remove build cache no image needs\n"
     "  help       show this help\n"
     "  version    show the version\n"
     "\n"
@@ -78,7 +80,8 @@ int main(int argc, char **argv)
       { "build", builder_cmd_build },     { "parse", builder_cmd_parse },
       { "images", builder_cmd_images },   { "inspect", builder_cmd_inspect },
       { "rmi", builder_cmd_rmi },         { "tag", builder_cmd_tag },
-      { "save", builder_cmd_save },
+      { "save", builder_cmd_save },       { "df", builder_cmd_df },
+      { "prune", builder_cmd_prune },
     };
     for (size_t c = 0; c < CB_ARRAY_SIZE(commands); c++)
       if (strcmp(argv[i], commands[c].name) == 0)

@@ -2,7 +2,7 @@
  * The plan as JSON, for `cbuild parse`: a debugging aid and the parser's
  * test surface.  Keys are sorted so the output is stable.
  */
-#include "builder.h"
+#include "builder-internal.h"
 
 #include <jansson.h>
 
@@ -219,6 +219,23 @@ char *builder_plan_json(const struct builder_plan *plan)
   json_object_set_new(root, "unused_build_args", strvec_json(&plan->unused_args));
   text = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
   json_decref(root);
+  if (!text)
+    cb_die("out of memory encoding JSON");
+  return text;
+}
+
+char *builder_step_canonical(const struct parser_step *s)
+{
+  json_t *o = step_json(s, true);
+  char *text;
+  /* where the step is written and how it was spelled are not what it does */
+  json_object_del(o, "line");
+  json_object_del(o, "end_line");
+  json_object_del(o, "text");
+  if (s->instr == PARSER_RUN)
+    json_object_set_new(o, "env", strvec_json(&s->run_env));
+  text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+  json_decref(o);
   if (!text)
     cb_die("out of memory encoding JSON");
   return text;

@@ -72,7 +72,11 @@ int cache_blob_verify(struct cache_store *s, const char *digest, struct cb_error
 /* Read a (small, JSON) blob whole, checked. */
 int cache_blob_read(struct cache_store *s, const char *digest, struct strbuf *out,
                     struct cb_error *err);
-/* A blob source for the archive writers: blobs are checked as they are opened. */
+/*
+ * A blob source for the archive writers: blobs are checked as they are
+ * read (by open() before it returns; the writers, given open_unchecked(),
+ * while they copy), and a bad one is removed.
+ */
 void cache_blob_source(struct cache_store *s, struct oci_blob_source *src);
 
 /* ---- snapshots ----
@@ -108,5 +112,95 @@ int cache_tag_remove(struct cache_store *s, const char *name, struct cb_error *e
 int cache_tags_list(struct cache_store *s, struct cache_tag **tags, size_t *n,
                     struct cb_error *err);
 void cache_tags_free(struct cache_tag *tags, size_t n);
+
+/* ---- the step cache (steps.c) ----
+ *
+ * What a build step with a given key (a digest the builder computes from
+ * the parent step's key and the step's inputs) made: its layer, if any,
+ * and the image config after it.  Entries appear whole or not at all; one
+ * whose layer blob has gone reads as a miss.
+ */
+struct cache_entry {
+  struct oci_descriptor layer; /* digest NULL: the step made no layer */
+  char *diff_id;               /* with a layer */
+  char *config;                /* the image config JSON after the step */
+};
+
+/* 0 hit (e filled), 1 miss, -1 error. */
+int cache_entry_get(struct cache_store *s, const char *key, struct cache_entry *e,
+                    struct cb_error *err);
+/* Record an entry; its layer blob must be in the store already. */
+int cache_entry_put(struct cache_store *s, const char *key, const struct cache_entry *e,
+                    struct cb_error *err);
+void cache_entry_release(struct cache_entry *e);
+/* Remove what crashed writers left. */
+void cache_steps_tidy(struct cache_store *s);
+
+/* Small files of the builder's, keyed by a digest, in ROOT/cache/<sub>/:
+ * read whole (0, or 1 when missing), written whole by rename. */
+int cache_file_read(struct cache_store *s, const char *sub, const char *id, struct strbuf *out,
+                    struct cb_error *err);
+int cache_file_write(struct cache_store *s, const char *sub, const char *id, const void *data,
+                     size_t n, struct cb_error *err);
+
+/* ---- the stat cache (statcache.c) ----
+ *
+ * For the files of one build context (id: a digest naming it), (device,
+ * inode, size, mtime, ctime) -> content digest, as git's index keeps:
+ * an unchanged context is re-checked by stat() alone.
+ */
+struct stat;
+struct cache_stat_cache;
+
+struct cache_stat_cache *cache_stat_load(struct cache_store *s, const char *id);
+/* The recorded digest of path, when st still matches what was recorded. */
+bool cache_stat_lookup(struct cache_stat_cache *c, const char *path, const struct stat *st,
+                       char digest[OCI_DIGEST_SIZE]);
+void cache_stat_record(struct cache_stat_cache *c, const char *path, const struct stat *st,
+                       const char *digest);
+/* Write it back when anything was recorded. */
+int cache_stat_save(struct cache_stat_cache *c, struct cb_error *err);
+void cache_stat_free(struct cache_stat_cache *c);
+
+/* ---- maintenance (gc.c) ---- */
+
+/*
+ * ROOT/gc.lock: builds hold it shared from start to end, prune exclusive.
+ * Returns the fd to close to unlock; -2 when !wait and it is taken.
+ */
+int cache_build_lock(struct cache_store *s, bool exclusive, bool wait, struct cb_error *err);
+
+/* What the store holds: blobs tags need, blobs only cache entries need,
+ * blobs nothing refers to; entries, snapshots and cache mounts. */
+struct cache_usage {
+  size_t image_blobs, cache_blobs, other_blobs;
+  int64_t image_bytes, cache_bytes, other_bytes;
+  size_t entries;
+  size_t snapshots;
+  int64_t snapshot_bytes;
+  size_t mounts;
+  int64_t mount_bytes;
+};
+int cache_usage(struct cache_store *s, struct cache_usage *u, struct cb_error *err);
+
+/*
+ * Remove cache: step entries not used for keep_duration seconds (-1: any),
+ * those that are no step of a tagged image (or all of them, with `all`), oldest
+ * first, keeping the most recently used ones whose layers fit in
+ * keep_storage bytes (-1: no such limit); then the blobs nothing kept
+ * refers to, the snapshots of layers nothing kept uses (all, with `all`),
+ * and with `all` the cache mounts and the records that explain misses.
+ * What a tag needs stays.  Hold cache_build_lock() exclusive around it.
+ * freed gets what went.
+ */
+struct cache_prune_options {
+  bool all;
+  long long keep_storage;
+  int64_t keep_duration;
+};
+int cache_prune(struct cache_store *s, const struct cache_prune_options *o,
+                struct cache_usage *freed, struct cb_error *err);
+/* Remove snapshots/<name>, whole or not at all. */
+int cache_snapshot_remove(struct cache_store *s, const char *name, struct cb_error *err);
 
 #endif

@@ -88,9 +88,12 @@ static int snapshot_present(struct snapshot_ctx *c, struct cb_error *err)
 {
   struct stat st;
   if (fstatat(c->snaps_fd, c->key, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    struct timespec now[2] = { { 0, UTIME_OMIT }, { 0, UTIME_NOW } };
     if (!S_ISDIR(st.st_mode))
       return cb_error_set(err, "snapshot \"%s/" SNAPSHOTS_DIR "/%s\" is not a directory",
                           c->root, c->key);
+    /* its mtime says when it was last used, for prune */
+    (void)utimensat(c->snaps_fd, c->key, now, AT_SYMLINK_NOFOLLOW);
     return 1;
   }
   if (errno != ENOENT)
@@ -387,4 +390,32 @@ int cache_snapshot_get(struct cache_store *s, const struct oci_descriptor *layer
     close(c.tmp_fd);
   free((char *)c.root);
   return r;
+}
+
+int cache_snapshot_remove(struct cache_store *s, const char *name, struct cb_error *err)
+{
+  const char *root = cache_store_root(s);
+  cleanup_close int rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  cleanup_close int snaps = -1, tmp = -1;
+  char doomed[128];
+  uint64_t r = 0;
+  if (strchr(name, '/') || name[0] == '.' || strlen(name) > 80)
+    return cb_error_set(err, "remove snapshot \"%s\": not a snapshot name", name);
+  if (rootfd < 0)
+    return cb_error_errno(err, errno, "open store \"%s\"", root);
+  snaps = open_dir(rootfd, SNAPSHOTS_DIR, SNAPSHOTS_DIR_MODE, false);
+  tmp = open_dir(rootfd, "tmp", 0755, false);
+  if (snaps < 0 || tmp < 0)
+    return cb_error_errno(err, errno, "open \"%s/" SNAPSHOTS_DIR "\"", root);
+  /* out of snapshots/ at once, then emptied: never seen half gone */
+  if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
+    r = (uint64_t)getpid();
+  snprintf(doomed, sizeof(doomed), TEMP_PREFIX "%s.%016llx", name, (unsigned long long)r);
+  if (renameat(snaps, name, tmp, doomed) < 0)
+    return errno == ENOENT ? 0
+                           : cb_error_errno(err, errno, "remove snapshot \"%s/" SNAPSHOTS_DIR
+                                                        "/%s\"", root, name);
+  if (remove_forced(tmp, doomed) < 0)
+    return cb_error_errno(err, errno, "remove \"%s/tmp/%s\"", root, doomed);
+  return 0;
 }

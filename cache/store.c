@@ -33,7 +33,13 @@ struct cache_store {
   int root_fd;
   int blobs_fd; /* ROOT/blobs/sha256 */
   int tmp_fd;   /* ROOT/tmp */
+  struct oci_checked_source checked; /* for cache_blob_source() */
 };
+
+static int blob_source_open_unchecked(void *data, const char *digest, int64_t *size,
+                                      struct cb_error *err);
+static int blob_source_corrupt(void *data, const char *digest, int fd, const char *got,
+                               struct cb_error *err);
 
 /* jansson's own json_decrefp(), as oci/ uses it. */
 #define cleanup_json __attribute__((cleanup(json_decrefp)))
@@ -281,6 +287,9 @@ struct cache_store *cache_store_open(const char *root, struct cb_error *err)
   s = xcalloc(1, sizeof(*s));
   s->root = xstrdup(root);
   s->root_fd = s->blobs_fd = s->tmp_fd = -1;
+  s->checked.open_unchecked = blob_source_open_unchecked;
+  s->checked.corrupt = blob_source_corrupt;
+  s->checked.data = s;
 
   s->root_fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (s->root_fd < 0 && errno == ENOENT) {
@@ -599,33 +608,32 @@ fail:
 }
 
 /*
- * The archive writers' source: the whole blob is hashed first, then the
- * same fd is handed over at offset 0.  That reads every exported blob
- * twice, which keeps the writers simple (they never see bad bytes); the
- * second read usually comes from the page cache.
+ * The archive writers' source, a checked one (oci.h): other readers get
+ * the blob hashed before its fd, while the writers open it unchecked and
+ * hash it as they copy it, reading each exported blob once instead of
+ * twice.  A mismatch found either way removes the blob, as for every other
+ * reader.
  */
-static int blob_source_open(void *data, const char *digest, int64_t *size, struct cb_error *err)
+static int blob_source_open_unchecked(void *data, const char *digest, int64_t *size,
+                                      struct cb_error *err)
 {
-  struct cache_store *s = data;
-  int fd = cache_blob_open(s, digest, size, err);
-  if (fd < 0)
-    return -1;
-  if (blob_check_fd(s, digest, fd, size, err) < 0) {
-    close(fd);
-    return -1;
-  }
-  if (lseek(fd, 0, SEEK_SET) < 0) {
-    cb_error_errno(err, errno, "read blob %s", digest);
-    close(fd);
-    return -1;
-  }
+  int fd = cache_blob_open(data, digest, size, err);
+  /* the whole blob is read once, front to back */
+  if (fd >= 0)
+    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
   return fd;
+}
+
+static int blob_source_corrupt(void *data, const char *digest, int fd, const char *got,
+                               struct cb_error *err)
+{
+  return blob_corrupt(data, digest, fd, got, err);
 }
 
 void cache_blob_source(struct cache_store *s, struct oci_blob_source *src)
 {
-  src->open = blob_source_open;
-  src->data = s;
+  src->open = oci_checked_source_open;
+  src->data = &s->checked;
 }
 
 /* ---- tags ---- */

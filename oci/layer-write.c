@@ -31,6 +31,7 @@
 #include "oci.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <locale.h>
 #include <pthread.h>
 #include <sched.h>
@@ -46,6 +47,8 @@
 /* How much of a file is read at once. */
 #define LAYER_READ_SIZE ((size_t)256 << 10)
 #define LAYER_MAX_THREADS 64
+/* Writeback of the blob is started every this many bytes (see write_out). */
+#define LAYER_WRITEBACK_SIZE ((int64_t)8 << 20)
 #define GZIP_DEFAULT_LEVEL 6
 #define GZIP_MAX_LEVEL 12 /* libdeflate goes beyond zlib's 9 */
 #define GZIP_HEADER_SIZE 10
@@ -223,6 +226,8 @@ struct oci_layer_writer {
   char *prev_path;
   unsigned char *read_buf;
   struct strbuf name; /* the entry's name in the tar */
+  int64_t fd_start;     /* fd's offset when the layer began; -1: not a file */
+  int64_t writeback_at; /* blob bytes handed to writeback so far */
 
   /* The block being filled: a gzip slot's buffer, or block_buf. */
   unsigned char *block;
@@ -244,14 +249,33 @@ struct oci_layer_writer {
   bool discard;
 };
 
+/*
+ * Start writing the blob's new pages to disk in the background, a few MiB
+ * at a time.  The store fsyncs the blob when it is committed; without this
+ * the kernel would hold every page dirty until then (a layer is far below
+ * the dirty limits), and the whole write would happen during that fsync
+ * with nothing else to do.  Best effort: an error only means the fsync
+ * does the work.
+ */
+static void start_writeback(struct oci_layer_writer *w)
+{
+  if (w->fd_start < 0 || w->blob_size - w->writeback_at < LAYER_WRITEBACK_SIZE)
+    return;
+  if (sync_file_range(w->fd, w->fd_start + w->writeback_at, w->blob_size - w->writeback_at,
+                      SYNC_FILE_RANGE_WRITE) < 0)
+    w->fd_start = -1;
+  w->writeback_at = w->blob_size;
+}
+
 static int write_out(struct oci_layer_writer *w, const unsigned char *buf, size_t n)
 {
   /* Uncompressed, the blob is the tar: its digest is the diff_id. */
   if (w->compression != OCI_COMPRESSION_NONE)
     oci_hasher_update(w->blob_hasher, buf, n);
-  w->blob_size += (int64_t)n;
   if (cb_write_all(w->fd, buf, n) < 0)
     return cb_error_errno(&w->out_err, errno, "write layer");
+  w->blob_size += (int64_t)n;
+  start_writeback(w);
   return 0;
 }
 
@@ -433,6 +457,7 @@ struct oci_layer_writer *oci_layer_writer_new(int fd, const struct oci_layer_opt
     threads = LAYER_MAX_THREADS;
 
   w->fd = fd;
+  w->fd_start = lseek(fd, 0, SEEK_CUR);
   w->compression = o->compression;
   w->source_date_epoch = o->source_date_epoch;
   w->diff_hasher = oci_hasher_new();
@@ -759,8 +784,12 @@ void oci_layer_writer_free(struct oci_layer_writer *w)
   if (w == NULL)
     return;
   w->discard = true;
-  if (w->archive != NULL)
+  /* libarchive 3.6 frees its output state on close only, even after a
+   * fatal error (a failed write); what close still writes is dropped. */
+  if (w->archive != NULL) {
+    archive_write_close(w->archive);
     archive_write_free(w->archive);
+  }
   if (w->entry != NULL)
     archive_entry_free(w->entry);
   gz_pool_free(w->gz);

@@ -7,7 +7,9 @@
  * uid and gid 0 with empty names, mode 0644 for files and 0755 for
  * directories, ustar headers (PAX restricted: no extended header is ever
  * needed for these names and sizes).  Blobs are streamed from the blob
- * source, each written once however many images share it.
+ * source, each written once however many images share it, and hashed
+ * as it is copied, in the same pass: a blob that does not match its digest
+ * fails the write.
  *
  * A digest becomes a file name (blobs/sha256/<hex>), so every digest is
  * checked with oci_digest_valid() before it is used: a descriptor can come
@@ -27,7 +29,10 @@
 #define INDEX_FILE "index.json"
 #define DOCKER_MANIFEST_FILE "manifest.json"
 #define BLOBS_DIR "blobs/sha256/"
-#define COPY_BUFFER (128 * 1024)
+/* Blobs are copied in pieces this large: one read, one hash update and one
+ * write each, as the tar's data goes straight to the fd (no libarchive
+ * blocking, see write_tar). */
+#define COPY_BUFFER ((size_t)1 << 20)
 
 /* The hex part of a valid digest: what follows "sha256:". */
 static const char *digest_hex(const char *digest) { return digest + strlen("sha256:"); }
@@ -126,51 +131,124 @@ static void images_index(const struct oci_archive_image *images, size_t n, struc
 /* Where copied bytes go: a tar entry or a file. */
 typedef int (*blob_sink)(void *ctx, const void *buf, size_t n, struct cb_error *err);
 
-/*
- * Copy blob b from the source into sink: exactly b->size bytes.  A blob
- * whose source size differs, that ends early or goes on past its size is
- * an error (it changed under us, or the store is damaged).
- */
-static int copy_blob(const struct oci_blob_source *src, const struct blob *b, blob_sink sink,
-                     void *ctx, struct cb_error *err)
+/* The source's checked part, when the writers may check its blobs themselves. */
+static const struct oci_checked_source *checked_part(const struct oci_blob_source *src)
 {
-  cleanup_free char *buf = NULL;
-  cleanup_close int fd = -1;
-  int64_t size = -1, left;
-  ssize_t r;
-  char extra;
+  return src->open == oci_checked_source_open ? src->data : NULL;
+}
 
-  fd = src->open(src->data, b->digest, &size, err);
+/*
+ * Open blob b from the source, unchecked when the source allows it (the
+ * copy below checks it), and check its size against the descriptor's.
+ */
+static int open_blob(const struct oci_blob_source *src, const struct blob *b,
+                     struct cb_error *err)
+{
+  const struct oci_checked_source *cs = checked_part(src);
+  int64_t size = -1;
+  int fd = cs ? cs->open_unchecked(cs->data, b->digest, &size, err)
+              : src->open(src->data, b->digest, &size, err);
   if (fd < 0)
     return cb_error_wrap(err, "blob %s", b->digest);
-  if (size != b->size)
+  if (size != b->size) {
+    close(fd);
     return cb_error_set(err, "blob %s: size is %lld, expected %lld", b->digest, (long long)size,
                         (long long)b->size);
-  buf = xmalloc(COPY_BUFFER);
-  for (left = b->size; left > 0; left -= r) {
-    size_t want = left < COPY_BUFFER ? (size_t)left : COPY_BUFFER;
-    r = read(fd, buf, want);
-    if (r < 0 && errno == EINTR) {
-      r = 0;
-      continue;
-    }
-    if (r < 0)
-      return cb_error_errno(err, errno, "read blob %s", b->digest);
-    if (r == 0)
-      return cb_error_set(err, "blob %s: ends after %lld of its %lld bytes", b->digest,
-                          (long long)(b->size - left), (long long)b->size);
-    if (sink(ctx, buf, (size_t)r, err) < 0)
-      return -1;
   }
-  do
-    r = read(fd, &extra, 1);
-  while (r < 0 && errno == EINTR);
-  if (r < 0)
-    return cb_error_errno(err, errno, "read blob %s", b->digest);
-  if (r > 0)
-    return cb_error_set(err, "blob %s: longer than its %lld bytes", b->digest,
-                        (long long)b->size);
-  return 0;
+  return fd;
+}
+
+/* A blob that hashed to got: the source's verdict on a mismatch when it has one. */
+static int check_digest(const struct oci_checked_source *cs, const char *digest, int fd,
+                        const char *got, struct cb_error *err)
+{
+  if (strcmp(got, digest) == 0)
+    return 0;
+  if (cs && cs->corrupt)
+    return cs->corrupt(cs->data, digest, fd, got, err);
+  return cb_error_set(err, "blob %s: its content hashes to %s", digest, got);
+}
+
+int oci_checked_source_open(void *checked_source, const char *digest, int64_t *size,
+                            struct cb_error *err)
+{
+  const struct oci_checked_source *cs = checked_source;
+  char got[OCI_DIGEST_SIZE];
+  int fd = cs->open_unchecked(cs->data, digest, size, err);
+  if (fd < 0)
+    return -1;
+  if (oci_digest_fd(fd, got, size, err) < 0) {
+    close(fd);
+    return cb_error_wrap(err, "read blob %s", digest);
+  }
+  if (check_digest(cs, digest, fd, got, err) < 0) {
+    close(fd);
+    return -1;
+  }
+  if (lseek(fd, 0, SEEK_SET) < 0) {
+    int e = errno;
+    close(fd);
+    return cb_error_errno(err, e, "read blob %s", digest);
+  }
+  return fd;
+}
+
+/*
+ * Copy blob b from fd (from open_blob) into sink: exactly b->size bytes,
+ * hashed on the way, in one pass.  A blob that ends early or goes on past
+ * its size is an error (it changed under us, or the store is damaged), and
+ * so is one that does not hash to its digest.  The last piece is held back
+ * until the digest is checked, so a bad blob never reaches the sink whole.
+ */
+static int copy_blob(const struct oci_blob_source *src, const struct blob *b, int fd,
+                     blob_sink sink, void *ctx, struct cb_error *err)
+{
+  cleanup_free unsigned char *buf = b->size > 0 ? xmalloc(COPY_BUFFER) : NULL;
+  struct oci_hasher *h = oci_hasher_new();
+  char got[OCI_DIGEST_SIZE];
+  size_t held = 0;
+  int64_t left;
+  ssize_t r = 0;
+  char extra;
+  int rc = -1;
+
+  for (left = b->size; left > 0; left -= r) {
+    size_t want = left < (int64_t)COPY_BUFFER ? (size_t)left : COPY_BUFFER;
+    r = cb_read_retry(fd, buf, want);
+    if (r < 0) {
+      cb_error_errno(err, errno, "read blob %s", b->digest);
+      goto out;
+    }
+    if (r == 0) {
+      cb_error_set(err, "blob %s: ends after %lld of its %lld bytes", b->digest,
+                   (long long)(b->size - left), (long long)b->size);
+      goto out;
+    }
+    oci_hasher_update(h, buf, (size_t)r);
+    if (r == left)
+      held = (size_t)r;
+    else if (sink(ctx, buf, (size_t)r, err) < 0)
+      goto out;
+  }
+  r = cb_read_retry(fd, &extra, 1);
+  if (r < 0) {
+    cb_error_errno(err, errno, "read blob %s", b->digest);
+    goto out;
+  }
+  if (r > 0) {
+    cb_error_set(err, "blob %s: longer than its %lld bytes", b->digest, (long long)b->size);
+    goto out;
+  }
+  oci_hasher_final(h, got);
+  if (check_digest(checked_part(src), b->digest, fd, got, err) < 0)
+    goto out;
+  /* the held-back last piece, now known good */
+  if (held > 0 && sink(ctx, buf, held, err) < 0)
+    goto out;
+  rc = 0;
+out:
+  oci_hasher_free(h);
+  return rc;
 }
 
 /* ---- tars ---- */
@@ -200,7 +278,29 @@ static void archive_entry_freep(struct archive_entry **e)
 struct tar_out {
   int fd;
   bool discard;
+  int64_t start;        /* fd's offset when the tar began; -1: not a file */
+  int64_t written;      /* bytes of tar written */
+  int64_t writeback_at; /* of which handed to writeback */
 };
+
+/*
+ * The caller usually fsyncs the tar, and a tar is far below the kernel's
+ * dirty limits: without a push, all of it would be written during that
+ * fsync.  Start writeback a few MiB at a time instead, while the rest is
+ * still being copied.  Best effort: an error (a pipe) only means the fsync
+ * does the work.
+ */
+#define TAR_WRITEBACK_SIZE ((int64_t)8 << 20)
+
+static void tar_out_writeback(struct tar_out *o)
+{
+  if (o->start < 0 || o->written - o->writeback_at < TAR_WRITEBACK_SIZE)
+    return;
+  if (sync_file_range(o->fd, o->start + o->writeback_at, o->written - o->writeback_at,
+                      SYNC_FILE_RANGE_WRITE) < 0)
+    o->start = -1;
+  o->writeback_at = o->written;
+}
 
 static la_ssize_t tar_out_write(struct archive *a, void *data, const void *buf, size_t n)
 {
@@ -220,6 +320,8 @@ static la_ssize_t tar_out_write(struct archive *a, void *data, const void *buf, 
     p += w;
     left -= (size_t)w;
   }
+  o->written += (int64_t)n;
+  tar_out_writeback(o);
   return (la_ssize_t)n;
 }
 
@@ -281,9 +383,16 @@ static int tar_blob(struct archive *a, const struct blob *b, const struct oci_bl
 {
   cleanup_free char *path = xasprintf(BLOBS_DIR "%s", digest_hex(b->digest));
   struct tar_sink t = { a, path };
+  cleanup_close int fd = open_blob(src, b, err);
+  if (fd < 0)
+    return -1;
+  /* An empty blob's entry is whole with its header: check it first. */
+  if (b->size == 0)
+    return copy_blob(src, b, fd, tar_sink_write, &t, err) < 0 ? -1
+                                                              : tar_header(a, path, false, 0, err);
   if (tar_header(a, path, false, b->size, err) < 0)
     return -1;
-  return copy_blob(src, b, tar_sink_write, &t, err);
+  return copy_blob(src, b, fd, tar_sink_write, &t, err);
 }
 
 static json_t *jcheck(json_t *j)
@@ -350,7 +459,7 @@ static int write_tar(int fd, const struct oci_archive_image *images, size_t n,
                      const struct oci_blob_source *src, bool docker, struct cb_error *err)
 {
   /* out outlives a, which points at it */
-  struct tar_out out = { fd, false };
+  struct tar_out out = { fd, false, lseek(fd, 0, SEEK_CUR), 0, 0 };
   cleanup_blob_list struct blob_list blobs = { NULL, 0, 0 };
   cleanup_archive_write struct archive *a = NULL;
   struct oci_index x = { NULL, 0 };
@@ -367,13 +476,21 @@ static int write_tar(int fd, const struct oci_archive_image *images, size_t n,
 
   if ((a = archive_write_new()) == NULL)
     cb_die("out of memory");
+  /*
+   * Unblocked: libarchive hands every piece straight to tar_out_write, so a
+   * blob goes out in COPY_BUFFER writes rather than 10 KiB records.  The
+   * bytes are the same as with records and an unpadded last one.
+   */
   if (archive_write_set_format_pax_restricted(a) != ARCHIVE_OK ||
       archive_write_add_filter_none(a) != ARCHIVE_OK ||
-      archive_write_set_bytes_in_last_block(a, 1) != ARCHIVE_OK ||
+      archive_write_set_bytes_per_block(a, 0) != ARCHIVE_OK ||
       archive_write_open2(a, &out, NULL, tar_out_write, NULL, NULL) != ARCHIVE_OK)
     return tar_fail(a, NULL, err);
   if (write_entries(a, &blobs, index_json, manifest_json, src, err) < 0) {
     out.discard = true;
+    /* libarchive 3.6 frees its output state on close only, even after a
+     * fatal error (a failed write); what close still writes is dropped. */
+    archive_write_close(a);
     return -1;
   }
   if (archive_write_close(a) != ARCHIVE_OK)
@@ -481,7 +598,10 @@ static int fill_blob(int fd, const char *what, void *ctx, struct cb_error *err)
 {
   struct blob_fill *f = ctx;
   struct file_sink s = { fd, what };
-  return copy_blob(f->src, f->b, file_sink_write, &s, err);
+  cleanup_close int bfd = open_blob(f->src, f->b, err);
+  if (bfd < 0)
+    return -1;
+  return copy_blob(f->src, f->b, bfd, file_sink_write, &s, err);
 }
 
 /* Read dir's index.json into x; a missing one is empty. */

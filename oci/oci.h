@@ -380,6 +380,26 @@ struct oci_blob_source {
   void *data;
 };
 
+/*
+ * A source the writers may check themselves, in the same pass as the copy
+ * (one read of each blob instead of two): set the source's open to
+ * oci_checked_source_open and its data to a struct oci_checked_source.
+ * oci_checked_source_open keeps open()'s contract for any other reader
+ * (the blob is hashed, then its fd returned at offset 0); the archive
+ * writers recognize it, call open_unchecked() instead and hash the blob as
+ * they copy it.  Either way a blob that does not hash to its digest goes to
+ * corrupt() (fd: the blob as read; got: its digest), which sets err, may
+ * drop the blob, and returns -1.
+ */
+struct oci_checked_source {
+  int (*open_unchecked)(void *data, const char *digest, int64_t *size, struct cb_error *err);
+  int (*corrupt)(void *data, const char *digest, int fd, const char *got,
+                 struct cb_error *err);
+  void *data;
+};
+int oci_checked_source_open(void *checked_source, const char *digest, int64_t *size,
+                            struct cb_error *err);
+
 /* One image to put in an archive. */
 struct oci_archive_image {
   const struct oci_descriptor *manifest; /* its digest and size */

@@ -365,35 +365,301 @@ static int setup_etc(struct mctx *m, struct cb_error *err)
   return 0;
 }
 
-static int setup_extra(struct mctx *m, const struct runner_mount *rm, struct cb_error *err)
+/* Copy the file open at sfd to path (for a writable bind of a file whose
+ * writes are thrown away). */
+static int copy_to(int sfd, const char *path, struct cb_error *err)
+{
+  cleanup_close int in = open(fdpath(sfd).p, O_RDONLY | O_CLOEXEC);
+  cleanup_close int out = -1;
+  struct stat st;
+  char buf[65536];
+  ssize_t n;
+  if (in < 0 || fstat(in, &st) < 0)
+    return cb_error_errno(err, errno, "open the bind source to copy it");
+  out = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, st.st_mode & 07777);
+  if (out < 0)
+    return cb_error_errno(err, errno, "create \"%s\"", path);
+  while ((n = cb_read_retry(in, buf, sizeof(buf))) > 0)
+    if (cb_write_all(out, buf, (size_t)n) < 0)
+      return cb_error_errno(err, errno, "write \"%s\"", path);
+  if (n < 0)
+    return cb_error_errno(err, errno, "read the bind source");
+  if (fchown(out, st.st_uid, st.st_gid) < 0 || fchmod(out, st.st_mode & 07777) < 0)
+    return cb_error_errno(err, errno, "set the owner and mode of \"%s\"", path);
+  return 0;
+}
+
+/* Mount an overlay at tmpdir/mnt-N, and open what is to be mounted from
+ * it: its root, or the path source inside it. */
+static int overlay_source(struct mctx *m, const struct runner_overlay *ov, size_t index,
+                          const char *source, struct cb_error *err)
+{
+  cleanup_free char *mp = xasprintf("%s/mnt-%zu", m->s->tmpdir, index);
+  cleanup_free char *empty = xasprintf("%s/empty", m->s->tmpdir);
+  struct runner_overlay o = *ov;
+  struct mctx sub;
+  struct stat st;
+  int fd;
+  if (mkdir(mp, 0700) < 0)
+    return cb_error_errno(err, errno, "create \"%s\"", mp);
+  o.mountpoint = mp;
+  o.empty = empty;
+  if (runner_overlay_mount_at(m->s, &o, err) < 0)
+    return -1;
+  sub = *m;
+  sub.rootfd = open(mp, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (sub.rootfd < 0 || fstat(sub.rootfd, &st) < 0) {
+    int e = errno;
+    if (sub.rootfd >= 0)
+      close(sub.rootfd);
+    return cb_error_errno(err, e, "open \"%s\"", mp);
+  }
+  if (!source || !*source)
+    return sub.rootfd;
+  /* A path of the image, resolved in it as in the rootfs; nothing is
+   * created there. */
+  sub.rootdev = st.st_dev;
+  fd = resolve(&sub, source, FIND_EXISTING, err);
+  close(sub.rootfd);
+  if (fd < 0)
+    return cb_error_wrap(err, "mount source");
+  return fd;
+}
+
+/* Give the directory fd the owner, mode and times of the one at src
+ * (an owner the namespace does not map is left as is). */
+static int copy_dir_attrs(int src, int fd, const char *what, struct cb_error *err)
+{
+  struct stat st;
+  struct timespec ts[2];
+  if (fstat(src, &st) < 0)
+    return cb_error_errno(err, errno, "stat the source of \"%s\"", what);
+  if (fchown(fd, st.st_uid, st.st_gid) < 0 && errno != EINVAL && errno != EPERM)
+    return cb_error_errno(err, errno, "chown \"%s\"", what);
+  ts[0] = st.st_atim;
+  ts[1] = st.st_mtim;
+  if (fchmod(fd, st.st_mode & 07777) < 0 || futimens(fd, ts) < 0)
+    return cb_error_errno(err, errno, "set the mode of \"%s\"", what);
+  return 0;
+}
+
+/*
+ * An overlay layer that hides paths below the directory open at sfd: a
+ * whiteout for each (mknod of 0/0, which a user namespace may do), in
+ * directories that look like the source's, since the top layer's win.  A
+ * path whose parents are no longer directories there hides nothing.
+ */
+static int make_mask(int sfd, const char *mask, const char *const *hide, size_t n,
+                     struct cb_error *err)
+{
+  cleanup_close int rootfd = -1;
+  if (mkdir(mask, 0700) < 0)
+    return cb_error_errno(err, errno, "create \"%s\"", mask);
+  rootfd = open(mask, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (rootfd < 0)
+    return cb_error_errno(err, errno, "open \"%s\"", mask);
+  for (size_t i = 0; i < n; i++) {
+    cleanup_free char *copy = xstrdup(hide[i]);
+    cleanup_close int cur = dup(rootfd);
+    cleanup_close int src = dup(sfd);
+    char *save = NULL, *next;
+    char *c = strtok_r(copy, "/", &save);
+    if (cur < 0 || src < 0)
+      return cb_error_errno(err, errno, "dup");
+    if (!c || hide[i][0] == '/')
+      return cb_error_set(err, "invalid path to hide \"%s\"", hide[i]);
+    for (; c; c = next) {
+      int fd, sub;
+      next = strtok_r(NULL, "/", &save);
+      if (strcmp(c, "..") == 0 || strcmp(c, ".") == 0)
+        return cb_error_set(err, "invalid path to hide \"%s\"", hide[i]);
+      if (!next) {
+        if (mknodat(cur, c, S_IFCHR | 0000, makedev(0, 0)) < 0 && errno != EEXIST)
+          return cb_error_errno(err, errno, "hide \"%s\"", hide[i]);
+        break;
+      }
+      sub = openat(src, c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (sub < 0)
+        break;
+      close(src);
+      src = sub;
+      if (mkdirat(cur, c, 0700) < 0 && errno != EEXIST)
+        return cb_error_errno(err, errno, "hide \"%s\"", hide[i]);
+      fd = openat(cur, c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (fd < 0)
+        return cb_error_errno(err, errno, "hide \"%s\"", hide[i]);
+      close(cur);
+      cur = fd;
+      if (copy_dir_attrs(src, cur, hide[i], err) < 0)
+        return -1;
+    }
+  }
+  /* the merged root is the top layer's */
+  return copy_dir_attrs(sfd, rootfd, mask, err);
+}
+
+/* Open the source of a bind: the caller's; an overlay over it that hides
+ * what the caller asked; for a writable bind with an upperdir a throwaway
+ * overlay over it (a copy of a file). */
+static int bind_source(struct mctx *m, const struct runner_mount *rm, size_t index,
+                       struct cb_error *err)
+{
+  cleanup_close int sfd = -1;
+  struct stat st;
+  /* Opened here, in the step's mount namespace: a descriptor of the
+   * caller's would name a mount of another namespace, which bind refuses. */
+  if (rm->source_root) {
+    cleanup_close int rootfd = open(rm->source_root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (rootfd < 0)
+      return cb_error_errno(err, errno, "open \"%s\"", rm->source_root);
+    sfd = cb_open_beneath(rootfd, rm->source, O_PATH);
+    if (sfd < 0)
+      return cb_error_errno(err, errno, "bind mount source \"%s\" in \"%s\"", rm->source,
+                            rm->source_root);
+  } else {
+    sfd = open(rm->source, O_PATH | O_CLOEXEC);
+  }
+  if (sfd < 0 || fstat(sfd, &st) < 0)
+    return cb_error_errno(err, errno, "bind mount source \"%s\"", rm->source);
+  /* O_PATH|O_NOFOLLOW opens a symlink itself: never mount through one */
+  if (rm->source_root && S_ISLNK(st.st_mode))
+    return cb_error_errno(err, ELOOP, "bind mount source \"%s\" in \"%s\"", rm->source,
+                          rm->source_root);
+  if (rm->source_root && rm->n_hide && S_ISDIR(st.st_mode)) {
+    cleanup_free char *mask = xasprintf("%s/mask-%zu", m->s->tmpdir, index);
+    struct fdpath lp = fdpath(sfd);
+    const char *lowers[2];
+    struct runner_overlay o;
+    if (make_mask(sfd, mask, rm->hide, rm->n_hide, err) < 0)
+      return -1;
+    lowers[0] = mask;
+    lowers[1] = lp.p;
+    memset(&o, 0, sizeof(o));
+    o.lowerdirs = lowers;
+    o.n_lowerdirs = 2;
+    if (!rm->readonly) {
+      o.upperdir = rm->upperdir;
+      o.workdir = rm->workdir;
+    }
+    return overlay_source(m, &o, index, NULL, err);
+  }
+  if (rm->readonly || !rm->upperdir) {
+    int fd = sfd;
+    sfd = -1;
+    return fd;
+  }
+  if (S_ISDIR(st.st_mode)) {
+    struct runner_overlay o;
+    struct fdpath lp = fdpath(sfd);
+    const char *lower = lp.p;
+    memset(&o, 0, sizeof(o));
+    o.lowerdirs = &lower;
+    o.n_lowerdirs = 1;
+    o.upperdir = rm->upperdir;
+    o.workdir = rm->workdir;
+    return overlay_source(m, &o, index, NULL, err);
+  }
+  {
+    cleanup_free char *copy = xasprintf("%s/file", rm->upperdir);
+    int fd;
+    if (copy_to(sfd, copy, err) < 0)
+      return -1;
+    fd = open(copy, O_PATH | O_CLOEXEC);
+    if (fd < 0)
+      return cb_error_errno(err, errno, "open \"%s\"", copy);
+    return fd;
+  }
+}
+
+/* A file of the caller's data, on a tmpfs that holds nothing else,
+ * bound read-only on the target. */
+static int setup_file(struct mctx *m, const struct runner_mount *rm, size_t index,
+                      const char *target, struct cb_error *err)
+{
+  cleanup_free char *dir = xasprintf("%s/file-%zu", m->s->tmpdir, index);
+  cleanup_free char *path = xasprintf("%s/file", dir);
+  /* room for the content and the inode, in pages */
+  size_t size = (rm->data_len / 4096 + 2) * 4096;
+  cleanup_free char *opts = xasprintf("mode=700,size=%zu", size);
+  cleanup_close int ffd = -1;
+  cleanup_close int tfd = -1;
+  if (mkdir(dir, 0700) < 0)
+    return cb_error_errno(err, errno, "create \"%s\"", dir);
+  if (mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts) < 0)
+    return cb_error_errno(err, errno, "mount a tmpfs for \"%s\"", rm->target);
+  ffd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (ffd < 0 || cb_write_all(ffd, rm->data, rm->data_len) < 0)
+    return cb_error_errno(err, errno, "write the file for \"%s\"", rm->target);
+  if (fchown(ffd, rm->uid, rm->gid) < 0)
+    return cb_error_errno(err, errno, "chown the file for \"%s\" to %lu:%lu", rm->target,
+                          (unsigned long)rm->uid, (unsigned long)rm->gid);
+  if (fchmod(ffd, rm->mode & 07777) < 0)
+    return cb_error_errno(err, errno, "chmod the file for \"%s\"", rm->target);
+  tfd = ensure_target(m, target, false, err);
+  if (tfd < 0)
+    return -1;
+  if (mount(path, fdpath(tfd).p, NULL, MS_BIND, NULL) < 0)
+    return cb_error_errno(err, errno, "bind-mount a file on \"%s\"", rm->target);
+  if (make_readonly(m, target, err) < 0)
+    return -1;
+  /* The bind keeps the tmpfs; its other name goes. */
+  if (umount2(dir, MNT_DETACH) < 0)
+    return cb_error_errno(err, errno, "unmount \"%s\"", dir);
+  return 0;
+}
+
+static int setup_extra(struct mctx *m, const struct runner_mount *rm, size_t index,
+                       struct cb_error *err)
 {
   const char *target = rm->target;
+  cleanup_close int sfd = -1;
+  cleanup_close int fd = -1;
+  bool readonly = rm->readonly;
+  struct stat st;
   while (*target == '/')
     target++;
-  if (rm->type == RUNNER_MOUNT_TMPFS) {
+  switch (rm->type) {
+  case RUNNER_MOUNT_TMPFS: {
     cleanup_free char *opts =
-        rm->size > 0 ? xasprintf("mode=755,size=%lld", rm->size) : xstrdup("mode=755");
-    cleanup_close int fd = ensure_target(m, target, true, err);
+        rm->size > 0 ? xasprintf("mode=1777,size=%lld", rm->size) : xstrdup("mode=1777");
     unsigned long fl = MS_NOSUID | MS_NODEV | (rm->readonly ? MS_RDONLY : 0);
+    fd = ensure_target(m, target, true, err);
     if (fd < 0)
       return -1;
     if (mount("tmpfs", fdpath(fd).p, "tmpfs", fl, opts) < 0)
       return cb_error_errno(err, errno, "mount a tmpfs on \"%s\"", rm->target);
     return 0;
   }
-  {
-    struct stat st;
-    cleanup_close int sfd = open(rm->source, O_PATH | O_CLOEXEC);
-    cleanup_close int fd = -1;
-    if (sfd < 0 || fstat(sfd, &st) < 0)
-      return cb_error_errno(err, errno, "bind mount source \"%s\"", rm->source);
-    fd = ensure_target(m, target, S_ISDIR(st.st_mode), err);
-    if (fd < 0)
-      return -1;
-    if (mount(fdpath(sfd).p, fdpath(fd).p, NULL, MS_BIND | MS_REC, NULL) < 0)
-      return cb_error_errno(err, errno, "bind-mount \"%s\" on \"%s\"", rm->source, rm->target);
+  case RUNNER_MOUNT_FILE:
+    return setup_file(m, rm, index, target, err);
+  case RUNNER_MOUNT_OVERLAY: {
+    struct runner_overlay o;
+    memset(&o, 0, sizeof(o));
+    o.lowerdirs = rm->lowerdirs;
+    o.n_lowerdirs = rm->n_lowerdirs;
+    o.upperdir = rm->upperdir;
+    o.workdir = rm->workdir;
+    readonly |= !rm->upperdir;
+    sfd = overlay_source(m, &o, index, rm->source, err);
+    break;
   }
-  if (rm->readonly && make_readonly(m, target, err) < 0)
+  case RUNNER_MOUNT_BIND:
+    sfd = bind_source(m, rm, index, err);
+    break;
+  }
+  if (sfd < 0)
+    return cb_error_wrap(err, "mount on \"%s\"", rm->target);
+  if (fstat(sfd, &st) < 0)
+    return cb_error_errno(err, errno, "mount source for \"%s\"", rm->target);
+  fd = ensure_target(m, target, S_ISDIR(st.st_mode), err);
+  if (fd < 0)
+    return -1;
+  if (mount(fdpath(sfd).p, fdpath(fd).p, NULL, MS_BIND | MS_REC, NULL) < 0) {
+    if (rm->type == RUNNER_MOUNT_BIND && !rm->source_root)
+      return cb_error_errno(err, errno, "bind-mount \"%s\" on \"%s\"", rm->source, rm->target);
+    return cb_error_errno(err, errno, "bind-mount on \"%s\"", rm->target);
+  }
+  if (readonly && make_readonly(m, target, err) < 0)
     return -1;
   return 0;
 }
@@ -483,7 +749,7 @@ int runner_mounts_setup(const struct runner_setup *s, struct cb_error *err)
       setup_etc(&m, err) < 0)
     goto out;
   for (size_t i = 0; i < c->n_mounts; i++)
-    if (setup_extra(&m, &c->mounts[i], err) < 0)
+    if (setup_extra(&m, &c->mounts[i], i, err) < 0)
       goto out;
   if (setup_masks(&m, err) < 0 || pivot(&m, err) < 0)
     goto out;

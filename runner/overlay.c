@@ -1,5 +1,7 @@
 /*
- * The step's root: overlayfs over the image's snapshots.
+ * The step's root: overlayfs over the image's snapshots; and the same for
+ * the overlays of RUN --mount (a stage's snapshots, a throwaway layer over
+ * a bind's source).
  *
  * mount(2) takes its options in one page, so a long chain of layers does
  * not fit as "lowerdir=/long/path:/long/path:...".  The new mount API
@@ -36,8 +38,8 @@ static void fs_log(int fsfd, struct strbuf *log)
   }
 }
 
-static int overlay_error(const struct runner_setup *s, int e, const char *how, const char *log,
-                         struct cb_error *err)
+static int overlay_error(const struct runner_setup *s, const struct runner_overlay *o, int e,
+                         const char *how, const char *log, struct cb_error *err)
 {
   if (s->rootless && (e == EPERM || e == EINVAL || e == ENODEV))
     cb_error_errno(err, e, "overlayfs in a user namespace is not available: %s%s%s", how,
@@ -45,16 +47,15 @@ static int overlay_error(const struct runner_setup *s, int e, const char *how, c
   else if (e == ENODEV)
     cb_error_errno(err, e, "overlayfs is not available: %s", how);
   else
-    cb_error_errno(err, e, "mount the overlay on \"%s\": %s%s%s", s->rootdir, how,
+    cb_error_errno(err, e, "mount the overlay on \"%s\": %s%s%s", o->mountpoint, how,
                    log && *log ? ": " : "", log ? log : "");
   return -1;
 }
 
 /* Returns 1 when the kernel lacks what this needs, so the caller falls back. */
-static int overlay_mount_api(const struct runner_setup *s, const char *empty,
+static int overlay_mount_api(const struct runner_setup *s, const struct runner_overlay *o,
                              struct cb_error *err)
 {
-  const struct runner_config *c = s->c;
   cleanup_strbuf struct strbuf log = STRBUF_INIT;
   cleanup_close int fsfd = -1;
   cleanup_close int mfd = -1;
@@ -63,10 +64,10 @@ static int overlay_mount_api(const struct runner_setup *s, const char *empty,
   if (fsfd < 0) {
     if (errno == ENOSYS)
       return 1;
-    return overlay_error(s, errno, "fsopen", NULL, err);
+    return overlay_error(s, o, errno, "fsopen", NULL, err);
   }
-  for (size_t i = 0; i < c->n_lowerdirs || (i == 0 && empty); i++) {
-    const char *dir = c->n_lowerdirs ? c->lowerdirs[i] : empty;
+  for (size_t i = 0; i < o->n_lowerdirs; i++) {
+    const char *dir = o->lowerdirs[i];
     if (fsconfig(fsfd, FSCONFIG_SET_STRING, "lowerdir+", dir, 0) < 0) {
       int e = errno;
       fs_log(fsfd, &log);
@@ -74,22 +75,22 @@ static int overlay_mount_api(const struct runner_setup *s, const char *empty,
         return 1; /* before Linux 6.8 */
       {
         cleanup_free char *how = xasprintf("lower directory \"%s\"", dir);
-        return overlay_error(s, e, how, log.buf, err);
+        return overlay_error(s, o, e, how, log.buf, err);
       }
     }
   }
-  if (fsconfig(fsfd, FSCONFIG_SET_STRING, "upperdir", c->upperdir, 0) < 0 ||
-      fsconfig(fsfd, FSCONFIG_SET_STRING, "workdir", c->workdir, 0) < 0) {
+  if (o->upperdir && (fsconfig(fsfd, FSCONFIG_SET_STRING, "upperdir", o->upperdir, 0) < 0 ||
+                      fsconfig(fsfd, FSCONFIG_SET_STRING, "workdir", o->workdir, 0) < 0)) {
     int e = errno;
     fs_log(fsfd, &log);
-    return overlay_error(s, e, "upperdir or workdir", log.buf, err);
+    return overlay_error(s, o, e, "upperdir or workdir", log.buf, err);
   }
   /* The layer differ reads plain copies and whiteouts only. */
   if (s->rootless) {
     if (fsconfig(fsfd, FSCONFIG_SET_FLAG, "userxattr", NULL, 0) < 0) {
       int e = errno;
       fs_log(fsfd, &log);
-      return overlay_error(s, e, "userxattr", log.buf, err);
+      return overlay_error(s, o, e, "userxattr", log.buf, err);
     }
   } else {
     static const char *const off[] = { "index", "metacopy", "redirect_dir" };
@@ -99,31 +100,30 @@ static int overlay_mount_api(const struct runner_setup *s, const char *empty,
   if (fsconfig(fsfd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) {
     int e = errno;
     fs_log(fsfd, &log);
-    return overlay_error(s, e, "mount", log.buf, err);
+    return overlay_error(s, o, e, "mount", log.buf, err);
   }
   mfd = fsmount(fsfd, FSMOUNT_CLOEXEC, 0);
   if (mfd < 0)
-    return overlay_error(s, errno, "fsmount", NULL, err);
-  if (move_mount(mfd, "", AT_FDCWD, s->rootdir, MOVE_MOUNT_F_EMPTY_PATH) < 0)
-    return overlay_error(s, errno, "move_mount", NULL, err);
+    return overlay_error(s, o, errno, "fsmount", NULL, err);
+  if (move_mount(mfd, "", AT_FDCWD, o->mountpoint, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+    return overlay_error(s, o, errno, "move_mount", NULL, err);
   return 0;
 }
 
-static int open_dir(const struct runner_setup *s, const char *what, const char *path,
+static int open_dir(const struct runner_overlay *o, const char *what, const char *path,
                     struct cb_error *err)
 {
   int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0)
-    cb_error_errno(err, errno, "mount the overlay on \"%s\": %s \"%s\"", s->rootdir, what,
+    cb_error_errno(err, errno, "mount the overlay on \"%s\": %s \"%s\"", o->mountpoint, what,
                    path);
   return fd;
 }
 
-static int overlay_mount_legacy(const struct runner_setup *s, const char *empty,
+static int overlay_mount_legacy(const struct runner_setup *s, const struct runner_overlay *o,
                                 struct cb_error *err)
 {
-  const struct runner_config *c = s->c;
-  size_t n = c->n_lowerdirs ? c->n_lowerdirs : 1;
+  size_t n = o->n_lowerdirs;
   int *fds = xcalloc(n + 2, sizeof(*fds));
   cleanup_strbuf struct strbuf opts = STRBUF_INIT;
   cleanup_close int cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -132,17 +132,18 @@ static int overlay_mount_legacy(const struct runner_setup *s, const char *empty,
   for (size_t i = 0; i < n + 2; i++)
     fds[i] = -1;
   for (size_t i = 0; i < n; i++) {
-    fds[i] = open_dir(s, "lower directory", c->n_lowerdirs ? c->lowerdirs[i] : empty, err);
+    fds[i] = open_dir(o, "lower directory", o->lowerdirs[i], err);
     if (fds[i] < 0)
       goto out;
   }
-  if ((fds[n] = open_dir(s, "upperdir", c->upperdir, err)) < 0 ||
-      (fds[n + 1] = open_dir(s, "workdir", c->workdir, err)) < 0)
+  if (o->upperdir && ((fds[n] = open_dir(o, "upperdir", o->upperdir, err)) < 0 ||
+                      (fds[n + 1] = open_dir(o, "workdir", o->workdir, err)) < 0))
     goto out;
   strbuf_addstr(&opts, "lowerdir=");
   for (size_t i = 0; i < n; i++)
     strbuf_addf(&opts, "%s%d", i ? ":" : "", fds[i]);
-  strbuf_addf(&opts, ",upperdir=%d,workdir=%d", fds[n], fds[n + 1]);
+  if (o->upperdir)
+    strbuf_addf(&opts, ",upperdir=%d,workdir=%d", fds[n], fds[n + 1]);
   strbuf_addstr(&opts, s->rootless ? ",userxattr" : ",index=off,redirect_dir=off,metacopy=off");
   if (opts.len >= 4096) {
     cb_error_set(err, "too many layers (%zu) for the overlay's mount options", n);
@@ -153,11 +154,11 @@ static int overlay_mount_legacy(const struct runner_setup *s, const char *empty,
     cb_error_errno(err, errno, "chdir to \"/proc/self/fd\"");
     goto out;
   }
-  if (mount("overlay", s->rootdir, "overlay", 0, opts.buf) < 0) {
+  if (mount("overlay", o->mountpoint, "overlay", 0, opts.buf) < 0) {
     int e = errno;
     if (cwd >= 0)
       (void)fchdir(cwd);
-    overlay_error(s, e, "mount", NULL, err);
+    overlay_error(s, o, e, "mount", NULL, err);
     goto out;
   }
   if (cwd >= 0)
@@ -176,29 +177,29 @@ out:
  * content share one snapshot), and overlayfs refuses overlapping layers
  * (ELOOP).  The lower copy adds nothing: every path it has, the upper copy
  * has too and hides it.  So each directory is kept once, where it is
- * highest.
+ * highest.  Room is left for one more, the empty directory.
  */
-static int dedupe_lowers(const struct runner_config *c, const char ***out, size_t *nout,
+static int dedupe_lowers(const struct runner_overlay *o, const char ***out, size_t *nout,
                          struct cb_error *err)
 {
-  const char **v = xcalloc(c->n_lowerdirs ? c->n_lowerdirs : 1, sizeof(*v));
-  struct stat *seen = xcalloc(c->n_lowerdirs ? c->n_lowerdirs : 1, sizeof(*seen));
+  const char **v = xcalloc(o->n_lowerdirs + 1, sizeof(*v));
+  struct stat *seen = xcalloc(o->n_lowerdirs + 1, sizeof(*seen));
   size_t n = 0;
-  for (size_t i = 0; i < c->n_lowerdirs; i++) {
+  for (size_t i = 0; i < o->n_lowerdirs; i++) {
     struct stat st;
     bool dup = false;
-    if (stat(c->lowerdirs[i], &st) < 0) {
+    if (stat(o->lowerdirs[i], &st) < 0) {
       int e = errno;
       free(v);
       free(seen);
-      return cb_error_errno(err, e, "lower directory \"%s\"", c->lowerdirs[i]);
+      return cb_error_errno(err, e, "lower directory \"%s\"", o->lowerdirs[i]);
     }
     for (size_t j = 0; j < n && !dup; j++)
       dup = seen[j].st_dev == st.st_dev && seen[j].st_ino == st.st_ino;
     if (dup)
       continue;
     seen[n] = st;
-    v[n++] = c->lowerdirs[i];
+    v[n++] = o->lowerdirs[i];
   }
   free(seen);
   *out = v;
@@ -206,26 +207,45 @@ static int dedupe_lowers(const struct runner_config *c, const char ***out, size_
   return 0;
 }
 
-int runner_overlay_mount(const struct runner_setup *s, struct cb_error *err)
+int runner_overlay_mount_at(const struct runner_setup *s, const struct runner_overlay *o,
+                            struct cb_error *err)
 {
-  cleanup_free char *empty = NULL;
   cleanup_free const char **lowers = NULL;
-  struct runner_config c = *s->c;
-  struct runner_setup s2 = *s;
+  struct runner_overlay o2 = *o;
   size_t n = 0;
   int rc;
 
-  if (dedupe_lowers(s->c, &lowers, &n, err) < 0)
-    return cb_error_wrap(err, "mount the overlay on \"%s\"", s->rootdir);
-  c.lowerdirs = lowers;
-  c.n_lowerdirs = n;
-  s2.c = &c;
-  if (n == 0)
-    empty = xasprintf("%s/empty", s->tmpdir);
+  if (dedupe_lowers(o, &lowers, &n, err) < 0)
+    return cb_error_wrap(err, "mount the overlay on \"%s\"", o->mountpoint);
+  /* Without an upperdir overlayfs wants two lowers; with none at all
+   * there is nothing to show but an empty directory. */
+  if (n == 0 && !o->upperdir) {
+    if (mount(o->empty, o->mountpoint, NULL, MS_BIND, NULL) < 0)
+      return cb_error_errno(err, errno, "bind-mount \"%s\" on \"%s\"", o->empty, o->mountpoint);
+    return 0;
+  }
+  if (n == 0 || (n == 1 && !o->upperdir))
+    lowers[n++] = o->empty;
+  o2.lowerdirs = lowers;
+  o2.n_lowerdirs = n;
   if (runner_use_mount_api()) {
-    rc = overlay_mount_api(&s2, empty, err);
+    rc = overlay_mount_api(s, &o2, err);
     if (rc <= 0)
       return rc;
   }
-  return overlay_mount_legacy(&s2, empty, err);
+  return overlay_mount_legacy(s, &o2, err);
+}
+
+int runner_overlay_mount(const struct runner_setup *s, struct cb_error *err)
+{
+  cleanup_free char *empty = xasprintf("%s/empty", s->tmpdir);
+  struct runner_overlay o;
+  memset(&o, 0, sizeof(o));
+  o.lowerdirs = s->c->lowerdirs;
+  o.n_lowerdirs = s->c->n_lowerdirs;
+  o.upperdir = s->c->upperdir;
+  o.workdir = s->c->workdir;
+  o.empty = empty;
+  o.mountpoint = s->rootdir;
+  return runner_overlay_mount_at(s, &o, err);
 }

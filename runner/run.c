@@ -581,7 +581,8 @@ static int make_tmpdir(struct run_state *st, const struct runner_config *c, stru
   st->s.rootdir = xasprintf("%s/root", st->s.tmpdir);
   if (mkdir(st->s.rootdir, 0755) < 0)
     return cb_error_errno(err, errno, "create \"%s\"", st->s.rootdir);
-  if (c->n_lowerdirs == 0) {
+  /* Stands in for missing lower directories (overlay.c). */
+  {
     cleanup_free char *empty = xasprintf("%s/empty", st->s.tmpdir);
     if (mkdir(empty, 0755) < 0)
       return cb_error_errno(err, errno, "create \"%s\"", empty);
@@ -602,6 +603,12 @@ static int check_config(const struct runner_config *c, struct cb_error *err)
                           m->target ? m->target : "");
     if (m->type == RUNNER_MOUNT_BIND && (!m->source || !*m->source))
       return cb_error_set(err, "bind mount on \"%s\" has no source", m->target);
+    if ((m->type == RUNNER_MOUNT_BIND || m->type == RUNNER_MOUNT_OVERLAY) &&
+        !m->upperdir != !m->workdir)
+      return cb_error_set(err, "mount on \"%s\" has an upperdir without a workdir, or the "
+                               "reverse", m->target);
+    if (m->type == RUNNER_MOUNT_FILE && m->data_len && !m->data)
+      return cb_error_set(err, "file mount on \"%s\" has no data", m->target);
   }
   if (c->hostname && (strlen(c->hostname) > 64 || !*c->hostname))
     return cb_error_set(err, "invalid hostname \"%s\"", c->hostname);
@@ -702,8 +709,11 @@ wait:
     while (waitpid(st.setup_pid, &status, 0) < 0 && errno == EINTR)
       ;
   }
-  /* The mount namespace is gone, and the overlay with it. */
+  /* The mount namespace is gone, and the overlays with it. */
   empty_workdir(c->workdir);
+  for (size_t i = 0; i < c->n_mounts; i++)
+    if (c->mounts[i].workdir)
+      empty_workdir(c->mounts[i].workdir);
   if (!st.failed && !st.have_status) {
     cb_error_set(err, "the sandbox's init died before the command ended");
     st.failed = true;

@@ -55,6 +55,20 @@ CB_NORETURN void runner_child_fail(const struct runner_setup *s, const struct cb
 
 /* Mount the overlay at s->rootdir (overlay.c). */
 int runner_overlay_mount(const struct runner_setup *s, struct cb_error *err);
+
+/* Any overlay: lowerdirs top first (a directory that comes twice is kept
+ * where it is highest); read-only without upperdir and workdir.  empty is
+ * an empty directory that stands in for missing lowers. */
+struct runner_overlay {
+  const char *const *lowerdirs;
+  size_t n_lowerdirs;
+  const char *upperdir;
+  const char *workdir;
+  const char *empty;
+  const char *mountpoint;
+};
+int runner_overlay_mount_at(const struct runner_setup *s, const struct runner_overlay *o,
+                            struct cb_error *err);
 /* The whole filesystem: new mount namespace, overlay, /proc, /dev, /sys,
  * the etc files, extra mounts, then pivot_root.  Stubs are reported on
  * s->msgfd. */

@@ -24,15 +24,52 @@ enum runner_network {
 enum runner_mount_type {
   RUNNER_MOUNT_BIND,
   RUNNER_MOUNT_TMPFS,
+  RUNNER_MOUNT_OVERLAY,
+  RUNNER_MOUNT_FILE,
 };
 
-/* An extra mount for RUN --mount (bind, cache and secret are binds). */
+/*
+ * An extra mount, for RUN --mount.  The target is resolved in the rootfs
+ * as if it were "/", and created when missing (a stub: see mount_stubs).
+ * Mounts are made in the order given: one whose target is below another's
+ * comes after it.
+ *
+ *  BIND     source, a host path; with source_root, a path beneath that
+ *           directory, opened without following any symlink or going out
+ *           of it (cb_open_beneath), for sources in hostile hands such as
+ *           the build context; hide then lists paths below that source
+ *           to leave out, as if absent (what .dockerignore excludes).
+ *           Writable with upperdir and workdir (empty directories of one
+ *           filesystem): the step then writes to a throwaway overlay over
+ *           the source (to a copy, for a file), which never changes;
+ *           writable without them, to the source.
+ *  TMPFS    a new tmpfs, mode 1777, of size bytes (0: the kernel's default).
+ *  OVERLAY  an overlay of lowerdirs (top first, made like the rootfs's),
+ *           read-only, or writable into upperdir and workdir; source, when
+ *           set, is a path in it (symlinks resolved inside it) to mount
+ *           instead of its root.
+ *  FILE     a read-only file holding data_len bytes of data, owned by
+ *           uid:gid with mode, on a tmpfs of its own: the content never
+ *           touches a disk (secrets).
+ */
 struct runner_mount {
   enum runner_mount_type type;
-  const char *source; /* host path, for binds */
+  const char *source;
   const char *target; /* absolute path in the container */
   bool readonly;
-  long long size;     /* tmpfs bytes; 0 for the default */
+  long long size;     /* TMPFS */
+  const char *source_root; /* BIND */
+  const char *const *hide;  /* BIND with source_root: relative paths */
+  size_t n_hide;
+  const char *const *lowerdirs; /* OVERLAY */
+  size_t n_lowerdirs;
+  const char *upperdir; /* BIND, OVERLAY: NULL for none */
+  const char *workdir;
+  const void *data;   /* FILE */
+  size_t data_len;
+  uid_t uid;
+  gid_t gid;
+  mode_t mode;
 };
 
 struct runner_limits {

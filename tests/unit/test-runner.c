@@ -943,11 +943,14 @@ static void test_mounts(void)
   write_text(srcfile, "from-host\n");
   write_text(script_file, "echo from-script\n");
   memset(m, 0, sizeof(m));
-  m[0] = (struct runner_mount){ RUNNER_MOUNT_BIND, src, "/mnt/deep/rw", false, 0 };
-  m[1] = (struct runner_mount){ RUNNER_MOUNT_BIND, srcfile, "/opt/ro-file", true, 0 };
-  m[2] = (struct runner_mount){ RUNNER_MOUNT_TMPFS, NULL, "/scratch", false, 1 << 20 };
-  m[3] = (struct runner_mount){ RUNNER_MOUNT_BIND, script_file, "/dev/cbuild-script", true, 0 };
-  m[4] = (struct runner_mount){ RUNNER_MOUNT_BIND, src, "/data/ro-dir", true, 0 };
+  m[0] = (struct runner_mount){ .type = RUNNER_MOUNT_BIND, .source = src, .target = "/mnt/deep/rw" };
+  m[1] = (struct runner_mount){ .type = RUNNER_MOUNT_BIND, .source = srcfile,
+                                .target = "/opt/ro-file", .readonly = true };
+  m[2] = (struct runner_mount){ .type = RUNNER_MOUNT_TMPFS, .target = "/scratch", .size = 1 << 20 };
+  m[3] = (struct runner_mount){ .type = RUNNER_MOUNT_BIND, .source = script_file,
+                                .target = "/dev/cbuild-script", .readonly = true };
+  m[4] = (struct runner_mount){ .type = RUNNER_MOUNT_BIND, .source = src,
+                                .target = "/data/ro-dir", .readonly = true };
   step_init(&s, "cat /mnt/deep/rw/file; echo w > /mnt/deep/rw/written; cat /opt/ro-file; "
                 "echo w > /opt/ro-file 2>&1; df -k /scratch | tail -n 1; sh /dev/cbuild-script; "
                 "touch /data/ro-dir/x 2>&1; echo mine > /opt/keep");
@@ -973,7 +976,7 @@ static void test_mounts(void)
   step_release(&s);
 
   /* A bind of a file onto a directory is refused. */
-  m[0] = (struct runner_mount){ RUNNER_MOUNT_BIND, srcfile, "/data", false, 0 };
+  m[0] = (struct runner_mount){ .type = RUNNER_MOUNT_BIND, .source = srcfile, .target = "/data" };
   step_init(&s, "true");
   s.c.mounts = m;
   s.c.n_mounts = 1;
@@ -992,7 +995,7 @@ static void test_hostile_symlink(void)
   cleanup_free char *up = xasprintf("%s/evil/up", top);
   cleanup_free char *up_target = xasprintf("../../../../../../../..%s", hostdir);
   cleanup_free char *src = xasprintf("%s/hostile-src", top);
-  struct runner_mount m = { RUNNER_MOUNT_BIND, src, "/up/mnt", false, 0 };
+  struct runner_mount m = { .type = RUNNER_MOUNT_BIND, .source = src, .target = "/up/mnt" };
   const char *lowers[2];
   struct step s;
   DIR *d;
@@ -1035,6 +1038,226 @@ static void test_hostile_symlink(void)
   if (d)
     closedir(d);
   CHECK_INT(entries, 0);
+}
+
+/* The mounts of RUN --mount: overlays of layers, throwaway writes over a
+ * bind's source, sources beneath a root, files that never touch a disk. */
+static void test_extra_mounts(void)
+{
+  cleanup_free char *l1 = xasprintf("%s/ov/l1", top);
+  cleanup_free char *l2 = xasprintf("%s/ov/l2", top);
+  cleanup_free char *ctx = xasprintf("%s/ov/ctx", top);
+  cleanup_free char *p = NULL;
+  cleanup_strbuf struct strbuf text = STRBUF_INIT;
+  struct cb_error err;
+  struct runner_mount m[4];
+  struct step s;
+  NEED_BUSYBOX();
+  p = xasprintf("%s/sub/a", l2);
+  mkdirs(p, 0755);
+  free(p);
+  p = xasprintf("%s/sub/a/low", l2);
+  write_text(p, "low\n");
+  free(p);
+  p = xasprintf("%s/sub/a/both", l2);
+  write_text(p, "from-l2\n");
+  free(p);
+  p = xasprintf("%s/sub/a", l1);
+  mkdirs(p, 0755);
+  free(p);
+  p = xasprintf("%s/sub/a/both", l1);
+  write_text(p, "from-l1\n");
+  free(p);
+  p = xasprintf("%s/sub/link", l1);
+  if (symlink("/sub/a", p) < 0 && errno != EEXIST)
+    unit_fail(__FILE__, __LINE__, "symlink: %s", strerror(errno));
+  free(p);
+  p = xasprintf("%s/dir", ctx);
+  mkdirs(p, 0755);
+  free(p);
+  p = xasprintf("%s/dir/f", ctx);
+  write_text(p, "ctx\n");
+  free(p);
+  p = xasprintf("%s/escape", ctx);
+  if (symlink("/etc", p) < 0 && errno != EEXIST)
+    unit_fail(__FILE__, __LINE__, "symlink: %s", strerror(errno));
+  free(p);
+
+  for (int api = 1; api >= 0; api--) {
+    const char *two[] = { l1, l2 };
+    const char *one[] = { l2 };
+    if (!api)
+      setenv("CBUILD_NO_MOUNT_API", "1", 1);
+    /* read-only overlays: two layers, the upper one winning, a source
+     * reached through a symlink of theirs; one layer; none */
+    memset(m, 0, sizeof(m));
+    m[0] = (struct runner_mount){ .type = RUNNER_MOUNT_OVERLAY, .target = "/ov",
+                                  .lowerdirs = two, .n_lowerdirs = 2 };
+    m[1] = (struct runner_mount){ .type = RUNNER_MOUNT_OVERLAY, .target = "/ovsub",
+                                  .source = "sub/link", .lowerdirs = two, .n_lowerdirs = 2 };
+    m[2] = (struct runner_mount){ .type = RUNNER_MOUNT_OVERLAY, .target = "/one",
+                                  .lowerdirs = one, .n_lowerdirs = 1 };
+    m[3] = (struct runner_mount){ .type = RUNNER_MOUNT_OVERLAY, .target = "/none" };
+    step_init(&s, "cat /ov/sub/a/both /ov/sub/a/low /ovsub/both; ls /one/sub/a | tr '\\n' ' '; "
+                  "ls -A /none | wc -l; touch /ov/x 2>&1; touch /one/x 2>&1; touch /none/x 2>&1; "
+                  "true");
+    s.c.mounts = m;
+    s.c.n_mounts = 4;
+    RUN_OK(&s);
+    CHECK_CONTAINS(s.out.buf, "from-l1\nlow\nfrom-l1\nboth low 0\n");
+    CHECK_INT(count_lines_with(s.out.buf, "Read-only file system"), 3);
+    CHECK(strvec_find(&s.res.mount_stubs, "ov") >= 0);
+    step_release(&s);
+
+    /* a writable overlay: writes go to its upperdir, never to the layers */
+    step_init(&s, "echo new > /ov/sub/a/both && rm /ov/sub/a/low && cat /ov/sub/a/both");
+    {
+      cleanup_free char *up = xasprintf("%s/ov-upper", s.dir);
+      cleanup_free char *wk = xasprintf("%s/ov-work", s.dir);
+      cleanup_free char *changed = xasprintf("%s/sub/a/both", up);
+      mkdirs(up, 0755);
+      mkdirs(wk, 0700);
+      m[0] = (struct runner_mount){ .type = RUNNER_MOUNT_OVERLAY, .target = "/ov",
+                                    .lowerdirs = two, .n_lowerdirs = 2, .upperdir = up,
+                                    .workdir = wk };
+      s.c.mounts = m;
+      s.c.n_mounts = 1;
+      RUN_OK(&s);
+      CHECK_STR(s.out.buf, "new\n");
+      strbuf_reset(&text);
+      CHECK_INT(cb_read_file(changed, &text, &err), 0);
+      CHECK_STR(text.buf, "new\n");
+      CHECK(!upper_has(&s, "ov/sub", NULL));
+    }
+    step_release(&s);
+    p = xasprintf("%s/sub/a/both", l1);
+    strbuf_reset(&text);
+    CHECK_INT(cb_read_file(p, &text, &err), 0);
+    CHECK_STR(text.buf, "from-l1\n");
+    free(p);
+    p = xasprintf("%s/sub/a/low", l2);
+    CHECK(access(p, F_OK) == 0);
+    free(p);
+    p = NULL;
+
+    /* a bind beneath a root, writable with its writes thrown away: a
+     * directory (an overlay) and a file (a copy) */
+    step_init(&s, "cat /c/f && echo w > /c/f && echo n > /c/new && cat /c/f /f && "
+                  "echo w > /f && cat /f && touch /ro/x 2>&1; true");
+    {
+      cleanup_free char *up = xasprintf("%s/b-upper", s.dir);
+      cleanup_free char *wk = xasprintf("%s/b-work", s.dir);
+      cleanup_free char *up2 = xasprintf("%s/f-upper", s.dir);
+      cleanup_free char *wk2 = xasprintf("%s/f-work", s.dir);
+      cleanup_free char *f = xasprintf("%s/dir/f", ctx);
+      mkdirs(up, 0755);
+      mkdirs(wk, 0700);
+      mkdirs(up2, 0755);
+      mkdirs(wk2, 0700);
+      m[0] = (struct runner_mount){ .type = RUNNER_MOUNT_BIND, .source = "dir", .source_root = ctx,
+                                    .target = "/c", .upperdir = up, .workdir = wk };
+      m[1] = (struct runner_mount){ .type = RUNNER_MOUNT_BIND, .source = "dir/f",
+                                    .source_root = ctx, .target = "/f", .upperdir = up2,
+                                    .workdir = wk2 };
+      m[2] = (struct runner_mount){ .type = RUNNER_MOUNT_BIND, .source = ".", .source_root = ctx,
+                                    .target = "/ro", .readonly = true };
+      s.c.mounts = m;
+      s.c.n_mounts = 3;
+      RUN_OK(&s);
+      CHECK_STR(s.out.buf, "ctx\nw\nctx\nw\ntouch: /ro/x: Read-only file system\n");
+      strbuf_reset(&text);
+      CHECK_INT(cb_read_file(f, &text, &err), 0);
+      CHECK_STR(text.buf, "ctx\n");
+      p = xasprintf("%s/dir/new", ctx);
+      CHECK(access(p, F_OK) < 0);
+      free(p);
+      p = NULL;
+    }
+    step_release(&s);
+    unsetenv("CBUILD_NO_MOUNT_API");
+  }
+
+  /* paths hidden below a bind's source are absent, read-only or not; the
+   * directories above them keep their modes */
+  {
+    static const char *const hide[] = { "f", "sub/deep/g" };
+    cleanup_free char *deep = xasprintf("%s/dir/sub/deep", ctx);
+    cleanup_free char *g = xasprintf("%s/dir/sub/deep/g", ctx);
+    cleanup_free char *h = xasprintf("%s/dir/sub/deep/h", ctx);
+    mkdirs(deep, 0755);
+    chmod(deep, 0711);
+    write_text(g, "g\n");
+    write_text(h, "h\n");
+    step_init(&s, "ls -A /h /w | tr '\\n' ' '; ls /h/sub/deep; stat -c %a /h/sub/deep; "
+                  "echo new > /w/f && cat /w/f");
+    {
+      cleanup_free char *up = xasprintf("%s/h-upper", s.dir);
+      cleanup_free char *wk = xasprintf("%s/h-work", s.dir);
+      mkdirs(up, 0755);
+      mkdirs(wk, 0700);
+      memset(m, 0, sizeof(m));
+      m[0] = (struct runner_mount){ .type = RUNNER_MOUNT_BIND, .source = "dir", .source_root = ctx,
+                                    .target = "/h", .readonly = true, .hide = hide,
+                                    .n_hide = 2 };
+      m[1] = (struct runner_mount){ .type = RUNNER_MOUNT_BIND, .source = "dir", .source_root = ctx,
+                                    .target = "/w", .hide = hide, .n_hide = 1, .upperdir = up,
+                                    .workdir = wk };
+      s.c.mounts = m;
+      s.c.n_mounts = 2;
+      RUN_OK(&s);
+      CHECK_STR(s.out.buf, "/h: sub  /w: sub h\n711\nnew\n");
+    }
+    step_release(&s);
+    p = xasprintf("%s/dir/f", ctx);
+    strbuf_reset(&text);
+    CHECK_INT(cb_read_file(p, &text, &err), 0);
+    CHECK_STR(text.buf, "ctx\n");
+    free(p);
+    p = NULL;
+  }
+
+  /* nothing beneath the root is reached through a symlink or ".." */
+  {
+    static const char *const bad[] = { "escape", "escape/passwd", "../ov/l1" };
+    for (size_t i = 0; i < CB_ARRAY_SIZE(bad); i++) {
+      memset(m, 0, sizeof(m));
+      m[0] = (struct runner_mount){ .type = RUNNER_MOUNT_BIND, .source = bad[i],
+                                    .source_root = ctx, .target = "/x", .readonly = true };
+      step_init(&s, "ls /x");
+      s.c.mounts = m;
+      s.c.n_mounts = 1;
+      CHECK_INT(step_run(&s), -1);
+      CHECK_CONTAINS(s.err.msg, "bind mount source \"");
+      step_release(&s);
+    }
+  }
+
+  /* a file of the caller's data, on its own tmpfs, read-only, not in the
+   * layer; the ids are those the sandbox has (only 0 with one mapping) */
+  {
+    static const char secret[] = "the-secret-value";
+    uid_t uid = rootless() ? 0 : 1000;
+    cleanup_free char *want = xasprintf("%s\n%u:%u 440\ntmpfs\n", secret, (unsigned)uid,
+                                        (unsigned)uid);
+    memset(m, 0, sizeof(m));
+    m[0] = (struct runner_mount){ .type = RUNNER_MOUNT_FILE, .target = "/run/secrets/s",
+                                  .data = secret, .data_len = strlen(secret), .uid = uid,
+                                  .gid = uid, .mode = 0440 };
+    step_init(&s, "cat /run/secrets/s; echo; stat -c '%u:%g %a' /run/secrets/s; "
+                  "grep ' /run/secrets/s ' /proc/mounts | cut -d' ' -f3; "
+                  "(echo x > /run/secrets/s) 2>/dev/null && echo writable; true");
+    s.c.mounts = m;
+    s.c.n_mounts = 1;
+    RUN_OK(&s);
+    CHECK_STR(s.out.buf, want);
+    CHECK(strvec_find(&s.res.mount_stubs, "run/secrets/s") >= 0);
+    CHECK(strvec_find(&s.res.mount_stubs, "run") >= 0);
+    {
+      struct stat st;
+      CHECK(upper_has(&s, "run/secrets/s", &st) && st.st_size == 0);
+    }
+    step_release(&s);
+  }
 }
 
 static void test_user(void)
@@ -1396,8 +1619,10 @@ static void test_seccomp_probe(void)
   (void)symlink("usr/lib64", lib64);
   lowers[0] = probe_root;
   lowers[1] = base;
-  m[0] = (struct runner_mount){ RUNNER_MOUNT_BIND, "/usr", "/usr", true, 0 };
-  m[1] = (struct runner_mount){ RUNNER_MOUNT_BIND, selfdir, selfdir, true, 0 };
+  m[0] = (struct runner_mount){ .type = RUNNER_MOUNT_BIND, .source = "/usr", .target = "/usr",
+                                .readonly = true };
+  m[1] = (struct runner_mount){ .type = RUNNER_MOUNT_BIND, .source = selfdir, .target = selfdir,
+                                .readonly = true };
   argv[0] = self;
   argv[1] = "--probe";
   argv[2] = i386 ? "i386" : NULL;
@@ -1515,6 +1740,7 @@ static const struct unit_test tests[] = {
   { "stubs", test_stubs },
   { "mounts", test_mounts },
   { "hostile_symlink", test_hostile_symlink },
+  { "extra_mounts", test_extra_mounts },
   { "user", test_user },
   { "cwd", test_cwd },
   { "pids_limit", test_pids_limit },
