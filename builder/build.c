@@ -531,6 +531,17 @@ static const char *stage_label(const struct parser_dockerfile *df, size_t i, cha
   return buf;
 }
 
+int builder_netns(struct build_run *run, struct runner_netns **out, struct cb_error *err)
+{
+  int rc = 0;
+  pthread_mutex_lock(&run->net_lock);
+  if (run->netns == NULL)
+    rc = runner_netns_new(&run->netns, err);
+  *out = run->netns;
+  pthread_mutex_unlock(&run->net_lock);
+  return rc;
+}
+
 /* ---- stages, in parallel ---- */
 
 /* Build one stage: its base, then its steps in order. */
@@ -730,6 +741,7 @@ int builder_build(const struct builder_options *o, struct builder_plan *plan,
   run.created = rfc3339(now);
   run.stages = xcalloc(df->n_stages, sizeof(*run.stages));
   pthread_mutex_init(&run.stat_lock, NULL);
+  pthread_mutex_init(&run.net_lock, NULL);
   cache_steps_tidy(store);
   if (context_open(&run.ctx, o->context, err) < 0)
     goto out;
@@ -780,6 +792,8 @@ out:
   free(run.created);
   cache_stat_free(run.stat_cache);
   pthread_mutex_destroy(&run.stat_lock);
+  runner_netns_free(run.netns);
+  pthread_mutex_destroy(&run.net_lock);
   context_close(&run.ctx);
   return rc;
 }

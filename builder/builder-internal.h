@@ -100,7 +100,12 @@ struct build_run {
   struct cache_stat_cache *stat_cache; /* the context's, loaded when needed */
   pthread_mutex_t stat_lock;           /* held while COPY hashes sources */
   struct build_sched *sched;           /* while stages are being built */
+  struct runner_netns *netns;          /* RUN's default network, made once */
+  pthread_mutex_t net_lock;
 };
+
+/* The build's network namespace for RUN, made on first use. */
+int builder_netns(struct build_run *run, struct runner_netns **out, struct cb_error *err);
 
 struct progress;
 

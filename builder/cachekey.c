@@ -12,7 +12,8 @@
  *   - for COPY and ADD, one line per copied file: its name and a digest of
  *     its type, mode, owner after --chown, link target, xattrs and
  *     content, never its mtime (builder_copy_inputs); for COPY --from, the
- *     key of the source stage instead.
+ *     key of the source stage instead; for ADD of a URL with --checksum,
+ *     the checksum, so that a hit downloads nothing.
  *
  * Secrets never enter a key: RUN --mount=type=secret is keyed by its id.
  *
@@ -149,6 +150,12 @@ int step_inputs_collect(struct build_run *run, int stage, const struct parser_st
                                "(pulling from registries is not supported yet)", step->from);
     builder_key_base(run, "image", d.digest, in->from_key);
     oci_descriptor_release(&d);
+    return 0;
+  }
+  if (step->instr == PARSER_ADD && step->checksum && step->args.n == 2 &&
+      (cb_starts_with(step->args.v[0], "http://") || cb_starts_with(step->args.v[0], "https://"))) {
+    /* a download with a checksum is known before it is made */
+    strvec_pushf(&in->files, "%s\t%s", step->args.v[0], step->checksum);
     return 0;
   }
   if (builder_copy_prepare(run, stage, step, &in->copy, err) < 0)

@@ -901,6 +901,8 @@ int builder_run_step(struct build_run *run, int stage, const struct parser_step 
   rc.cwd = st->config.working_dir ? st->config.working_dir : "/";
   rc.user = st->config.user ? st->config.user : "";
   rc.network = run_network(run, step);
+  if (rc.network == RUNNER_NET_DEFAULT && builder_netns(run, &rc.netns, err) < 0)
+    goto out;
   rc.insecure = step->security == PARSER_SECURITY_INSECURE;
   rc.limits = run->o->limits;
   rc.output = run_output;

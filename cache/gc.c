@@ -144,17 +144,30 @@ static int64_t tree_size(int parent, const char *name)
   return total;
 }
 
-/* The names in dir (no dot files); empty when it does not exist. */
+/* The names in dir but dot files; none when it does not exist. */
 static void list_dir(const char *dir, struct strvec *out)
 {
-  DIR *d = opendir(dir);
-  struct dirent *de;
-  if (d == NULL)
+  struct strvec all = STRVEC_INIT;
+  if (cb_list_dir(AT_FDCWD, dir, &all) == 0)
+    for (size_t i = 0; i < all.n; i++)
+      if (all.v[i][0] != '.')
+        strvec_push(out, all.v[i]);
+  strvec_clear(&all);
+}
+
+/* Remove all that ROOT/sub holds; best effort. */
+static void empty_dir(const char *root, const char *sub)
+{
+  struct strvec names = STRVEC_INIT;
+  cleanup_free char *d = xasprintf("%s/%s", root, sub);
+  int dfd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0)
     return;
-  while ((de = readdir(d)) != NULL)
-    if (de->d_name[0] != '.')
-      strvec_push(out, de->d_name);
-  closedir(d);
+  cb_list_dir(dfd, ".", &names);
+  for (size_t k = 0; k < names.n; k++)
+    cb_remove_tree(dfd, names.v[k]);
+  close(dfd);
+  strvec_clear(&names);
 }
 
 static int scan_tags(struct cache_store *s, struct scan *sc, struct cb_error *err)
@@ -454,35 +467,12 @@ int cache_prune(struct cache_store *s, const struct cache_prune_options *o,
 
   if (o->all) {
     /* what explains misses and the stat cache are cache too */
-    static const char *const subs[] = { "cache/last", "cache/stat", "mounts" };
-    int rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    for (size_t i = 0; rootfd >= 0 && i < CB_ARRAY_SIZE(subs); i++) {
-      struct strvec names = STRVEC_INIT;
-      cleanup_free char *d = xasprintf("%s/%s", root, subs[i]);
-      int dfd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-      list_dir(d, &names);
-      for (size_t k = 0; dfd >= 0 && k < names.n; k++)
-        cb_remove_tree(dfd, names.v[k]);
-      if (dfd >= 0)
-        close(dfd);
-      strvec_clear(&names);
-    }
-    if (rootfd >= 0)
-      close(rootfd);
+    empty_dir(root, "cache/last");
+    empty_dir(root, "cache/stat");
+    empty_dir(root, "mounts");
   }
-
   /* whatever is left in tmp/ belongs to no running build: none runs */
-  {
-    struct strvec names = STRVEC_INIT;
-    cleanup_free char *d = xasprintf("%s/tmp", root);
-    int dfd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    list_dir(d, &names);
-    for (size_t k = 0; dfd >= 0 && k < names.n; k++)
-      cb_remove_tree(dfd, names.v[k]);
-    if (dfd >= 0)
-      close(dfd);
-    strvec_clear(&names);
-  }
+  empty_dir(root, "tmp");
 
   scan_release(&sc);
   if (scan_store(s, &sc, err) < 0)

@@ -18,7 +18,6 @@
  */
 #include "cache.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -74,26 +73,18 @@ static const char *key_hex(const char *key)
 
 static void remove_stale_temps(int dirfd)
 {
-  int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  struct strvec names = STRVEC_INIT;
   time_t now = time(NULL);
-  struct dirent *de;
-  DIR *d;
-  if (fd < 0)
+  if (cb_list_dir(dirfd, ".", &names) < 0)
     return;
-  d = fdopendir(fd);
-  if (d == NULL) {
-    close(fd);
-    return;
-  }
-  while ((de = readdir(d)) != NULL) {
+  for (size_t i = 0; i < names.n; i++) {
     struct stat st;
-    if (!cb_starts_with(de->d_name, TEMP_PREFIX))
-      continue;
-    if (fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+    if (cb_starts_with(names.v[i], TEMP_PREFIX) &&
+        fstatat(dirfd, names.v[i], &st, AT_SYMLINK_NOFOLLOW) == 0 &&
         now - st.st_mtime > TEMP_STALE_SECONDS)
-      unlinkat(dirfd, de->d_name, 0);
+      unlinkat(dirfd, names.v[i], 0);
   }
-  closedir(d);
+  strvec_clear(&names);
 }
 
 /* Write data as dir/name, whole or not at all (temporary file, rename). */

@@ -171,6 +171,9 @@ ssize_t cb_read_retry(int fd, void *buf, size_t n);
 /* Remove name (relative to dirfd) and, for a directory, all it holds,
  * never following symlinks.  -1 with errno on the first failure. */
 int cb_remove_tree(int dirfd, const char *name);
+/* The names in directory dirfd/name (not "." and ".."; name "." for dirfd
+ * itself), unsorted, added to out.  -1 with errno when it cannot be read. */
+int cb_list_dir(int dirfd, const char *name, struct strvec *out);
 
 /* git's banned.h: these invite overflows; use strbuf or snprintf. */
 #define CB_BANNED(func) sorry_##func##_is_banned_in_cbuild

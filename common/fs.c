@@ -141,3 +141,24 @@ int cb_remove_tree(int parentfd, const char *name)
     rc = -1;
   return rc;
 }
+
+int cb_list_dir(int dirfd, const char *name, struct strvec *out)
+{
+  int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  struct dirent *de;
+  DIR *d;
+  if (fd < 0)
+    return -1;
+  d = fdopendir(fd);
+  if (d == NULL) {
+    int e = errno;
+    close(fd);
+    errno = e;
+    return -1;
+  }
+  while ((errno = 0, de = readdir(d)) != NULL)
+    if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+      strvec_push(out, de->d_name);
+  closedir(d);
+  return 0;
+}

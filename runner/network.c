@@ -11,8 +11,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
-#include <pthread.h>
+#include <poll.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -151,37 +153,18 @@ int runner_slirp_ready(struct runner_slirp *sl, struct cb_error *err)
                       why.buf);
 }
 
-static void *reap_thread(void *arg)
-{
-  pid_t pid = (pid_t)(intptr_t)arg;
-  int status;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-    ;
-  return NULL;
-}
-
 void runner_slirp_stop(struct runner_slirp *sl)
 {
   if (sl->pid > 0) {
     int status;
-    pid_t r;
     kill(sl->pid, SIGKILL);
-    /* Its exit takes tap0 down, which costs the kernel some 20 ms of
-     * RCU grace periods: a thread reaps it, the step does not wait. */
-    while ((r = waitpid(sl->pid, &status, WNOHANG)) < 0 && errno == EINTR)
+    /* Its exit takes tap0 down, which costs the kernel some 20 ms of RCU
+     * grace periods.  Waited for here rather than by a thread: a thread
+     * that exits while the caller forks a sandbox can leave the child a
+     * lock held forever (a build shares one slirp4netns across its steps,
+     * so this happens once per build). */
+    while (waitpid(sl->pid, &status, 0) < 0 && errno == EINTR)
       ;
-    if (r == 0) {
-      pthread_t t;
-      pthread_attr_t attr;
-      bool started = false;
-      if (pthread_attr_init(&attr) == 0) {
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        started = pthread_create(&t, &attr, reap_thread, (void *)(intptr_t)sl->pid) == 0;
-        pthread_attr_destroy(&attr);
-      }
-      if (!started)
-        reap_thread((void *)(intptr_t)sl->pid);
-    }
     sl->pid = -1;
   }
   if (sl->ready_fd >= 0)
@@ -207,4 +190,138 @@ int runner_net_lo_up(struct cb_error *err)
   if (ioctl(fd, SIOCSIFFLAGS, &ifr) < 0)
     return cb_error_errno(err, errno, "bring up \"lo\"");
   return 0;
+}
+
+/* ---- a network namespace shared by steps ---- */
+
+struct runner_netns {
+  int fd;                  /* the namespace: open, it stays */
+  struct runner_slirp slirp;
+  char *tmpdir;            /* slirp4netns's log */
+};
+
+void runner_netns_free(struct runner_netns *n)
+{
+  if (n == NULL)
+    return;
+  runner_slirp_stop(&n->slirp);
+  if (n->fd >= 0)
+    close(n->fd);
+  if (n->tmpdir) {
+    cleanup_free char *log = xasprintf("%s/slirp4netns.log", n->tmpdir);
+    unlink(log);
+    rmdir(n->tmpdir);
+    free(n->tmpdir);
+  }
+  free(n);
+}
+
+int runner_netns_fd(const struct runner_netns *n)
+{
+  return n ? n->fd : -1;
+}
+
+/* A process that makes the namespace and stays in it until told. */
+static pid_t holder_start(int *ready_r, int *done_w, struct cb_error *err)
+{
+  int ready[2], done[2];
+  pid_t pid;
+  if (pipe2(ready, O_CLOEXEC) < 0)
+    return cb_error_errno(err, errno, "pipe");
+  if (pipe2(done, O_CLOEXEC) < 0) {
+    close(ready[0]);
+    close(ready[1]);
+    return cb_error_errno(err, errno, "pipe");
+  }
+  pid = fork();
+  if (pid == 0) {
+    struct cb_error e;
+    char c = 'r';
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    close(ready[0]);
+    close(done[1]);
+    if (unshare(CLONE_NEWNET) < 0 || runner_net_lo_up(&e) < 0)
+      c = 'x';
+    if (cb_write_all(ready[1], &c, 1) < 0)
+      _exit(1);
+    /* until the caller has what it needs from /proc/PID */
+    (void)cb_read_retry(done[0], &c, 1);
+    _exit(0);
+  }
+  close(ready[1]);
+  close(done[0]);
+  if (pid < 0) {
+    close(ready[0]);
+    close(done[1]);
+    return cb_error_errno(err, errno, "fork");
+  }
+  *ready_r = ready[0];
+  *done_w = done[1];
+  return pid;
+}
+
+int runner_netns_new(struct runner_netns **out, struct cb_error *err)
+{
+  struct runner_netns *n = xcalloc(1, sizeof(*n));
+  const char *base = getenv("TMPDIR");
+  int ready = -1, done = -1, status, rc = -1;
+  pid_t holder;
+  char c = 0;
+
+  n->fd = -1;
+  n->slirp.pid = -1;
+  n->slirp.ready_fd = n->slirp.exit_fd = -1;
+  *out = NULL;
+  if (runner_slirp_check(err) < 0)
+    goto fail;
+  n->tmpdir = xasprintf("%s/cbuild-net.XXXXXX", base && *base ? base : "/tmp");
+  if (mkdtemp(n->tmpdir) == NULL) {
+    cb_error_errno(err, errno, "create \"%s\"", n->tmpdir);
+    free(n->tmpdir);
+    n->tmpdir = NULL;
+    goto fail;
+  }
+  holder = holder_start(&ready, &done, err);
+  if (holder < 0)
+    goto fail;
+  if (cb_read_retry(ready, &c, 1) != 1 || c != 'r') {
+    cb_error_set(err, "create a network namespace for RUN: unshare(CLONE_NEWNET) failed");
+    goto out;
+  }
+  {
+    cleanup_free char *path = xasprintf("/proc/%ld/ns/net", (long)holder);
+    n->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (n->fd < 0) {
+      cb_error_errno(err, errno, "open \"%s\"", path);
+      goto out;
+    }
+  }
+  if (runner_slirp_start(&n->slirp, holder, n->tmpdir, err) < 0)
+    goto out;
+  {
+    struct pollfd p = { .fd = n->slirp.ready_fd, .events = POLLIN };
+    int r;
+    while ((r = poll(&p, 1, RUNNER_SLIRP_TIMEOUT_MS)) < 0 && errno == EINTR)
+      ;
+    if (r == 0) {
+      cb_error_set(err, "slirp4netns did not configure the network within %d s",
+                   RUNNER_SLIRP_TIMEOUT_MS / 1000);
+      goto out;
+    }
+    if (runner_slirp_ready(&n->slirp, err) < 0)
+      goto out;
+  }
+  rc = 0;
+out:
+  close(ready);
+  close(done);
+  while (waitpid(holder, &status, 0) < 0 && errno == EINTR)
+    ;
+  if (rc == 0) {
+    *out = n;
+    return 0;
+  }
+fail:
+  runner_netns_free(n);
+  return -1;
 }

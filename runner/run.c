@@ -26,8 +26,6 @@
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
 
-/* How long slirp4netns may take to configure the network. */
-#define SLIRP_TIMEOUT_MS 20000
 
 /* Whether this process is in a user namespace other than the first one:
  * there the identity map does not cover every id. */
@@ -340,14 +338,19 @@ CB_NORETURN static void setup_main(struct runner_setup *s, pid_t caller)
     _exit(1);
   /* The sandbox's processes hold nothing of the caller's but its stdio. */
   {
-    int keep[3] = { s->msgfd, s->gofd, s->outfd };
-    close_other_fds(keep, 3);
+    int keep[4] = { s->msgfd, s->gofd, s->outfd, s->netns_fd };
+    close_other_fds(keep, s->netns_fd >= 0 ? 4 : 3);
   }
 
   if (s->new_userns && unshare(CLONE_NEWUSER) < 0)
     fail_errno(s, errno, "user namespaces are not available: unshare(CLONE_NEWUSER)");
-  if (c->network != RUNNER_NET_HOST)
+  if (s->netns_fd >= 0) {
+    if (setns(s->netns_fd, CLONE_NEWNET) < 0)
+      fail_errno(s, errno, "join the build's network namespace: setns");
+    close(s->netns_fd);
+  } else if (c->network != RUNNER_NET_HOST) {
     flags |= CLONE_NEWNET;
+  }
   if (unshare(flags) < 0)
     fail_errno(s, errno, "create the PID, UTS, IPC and network namespaces: unshare");
   runner_msg_send(s->msgfd, RUNNER_MSG_READY, NULL, 0);
@@ -488,7 +491,7 @@ static void main_loop(struct run_state *st, const struct runner_config *c,
                       struct runner_result *res, struct cb_error *err)
 {
   bool out_open = true, msg_open = true;
-  long long slirp_deadline = now_ms() + SLIRP_TIMEOUT_MS;
+  long long slirp_deadline = now_ms() + RUNNER_SLIRP_TIMEOUT_MS;
   char buf[65536];
 
   while (out_open || msg_open) {
@@ -521,7 +524,7 @@ static void main_loop(struct run_state *st, const struct runner_config *c,
       int rc = p[slirp_i].revents ? runner_slirp_ready(&st->slirp, err)
                                   : cb_error_set(err, "slirp4netns did not configure the "
                                                       "network in %d s",
-                                                 SLIRP_TIMEOUT_MS / 1000);
+                                                 RUNNER_SLIRP_TIMEOUT_MS / 1000);
       close(st->slirp.ready_fd);
       st->slirp.ready_fd = -1;
       if (rc < 0 || st->failed || send_go(st, err) < 0) {
@@ -630,6 +633,10 @@ int runner_run(const struct runner_config *c, struct runner_result *res, struct 
   st.s.c = c;
   st.s.rootless = runner_rootless();
   st.s.new_userns = geteuid() != 0;
+  /* a namespace of the caller's user namespace: not for a setup that
+   * makes a user namespace of its own */
+  st.s.netns_fd = c->network == RUNNER_NET_DEFAULT && !st.s.new_userns ? runner_netns_fd(c->netns)
+                                                                        : -1;
   st.s.hostname = c->hostname && *c->hostname ? c->hostname : "cbuild";
 
   if (check_config(c, err) < 0)
@@ -677,13 +684,13 @@ int runner_run(const struct runner_config *c, struct runner_result *res, struct 
     goto fail;
   if (runner_cgroup_add(&st.cg, st.setup_pid, err) < 0)
     goto fail;
-  if (c->network == RUNNER_NET_DEFAULT &&
+  if (c->network == RUNNER_NET_DEFAULT && st.s.netns_fd < 0 &&
       runner_slirp_start(&st.slirp, st.setup_pid, st.s.tmpdir, err) < 0)
     goto fail;
   if (send_go(&st, err) < 0)
     goto fail;
   /* Without slirp4netns the init need not wait for the network. */
-  if (c->network != RUNNER_NET_DEFAULT && send_go(&st, err) < 0)
+  if ((c->network != RUNNER_NET_DEFAULT || st.s.netns_fd >= 0) && send_go(&st, err) < 0)
     goto fail;
   main_loop(&st, c, res, err);
   goto wait;

@@ -27,6 +27,7 @@ struct runner_setup {
   const struct runner_config *c;
   bool rootless;
   bool new_userns; /* not root at all: the setup makes the user namespace */
+  int netns_fd;    /* a shared network namespace to join, or -1 */
   const char *hostname;
   char *tmpdir;  /* private to this step: etc files, the rootfs mount point */
   char *rootdir; /* tmpdir/root */
@@ -169,6 +170,10 @@ int runner_slirp_ready(struct runner_slirp *sl, struct cb_error *err);
 void runner_slirp_stop(struct runner_slirp *sl);
 /* In the init: bring up "lo". */
 int runner_net_lo_up(struct cb_error *err);
+/* The fd of a shared network namespace, or -1. */
+int runner_netns_fd(const struct runner_netns *n);
+/* How long slirp4netns may take to configure the network. */
+#define RUNNER_SLIRP_TIMEOUT_MS 20000
 
 /* ---- small helpers (run.c) ---- */
 

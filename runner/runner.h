@@ -79,6 +79,17 @@ struct runner_limits {
   long long cpu_period_us;
 };
 
+/*
+ * A network namespace with outbound network (slirp4netns), made once and
+ * joined by several steps: each RUN with the default network then costs
+ * a setns() instead of a namespace and a slirp4netns of its own.  The
+ * steps share its interface, never a process: each step's processes die
+ * with it.  Only for a caller that is root (of a user namespace or not).
+ */
+struct runner_netns;
+int runner_netns_new(struct runner_netns **out, struct cb_error *err);
+void runner_netns_free(struct runner_netns *n);
+
 struct runner_config {
   /* The root filesystem: overlay(lowerdirs, upperdir, workdir).  lowerdirs
    * are listed top first; none at all means an empty lower layer. */
@@ -96,6 +107,7 @@ struct runner_config {
                               with supplementary groups */
   const char *hostname;    /* default "cbuild" */
   enum runner_network network;
+  struct runner_netns *netns; /* RUNNER_NET_DEFAULT: join this one, or NULL */
   bool insecure;           /* --security=insecure: all caps, no seccomp */
   const struct runner_mount *mounts;
   size_t n_mounts;

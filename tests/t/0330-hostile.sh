@@ -215,6 +215,17 @@ url_fails checksum "whose body does not match --checksum" "$U/file.txt" "checksu
   "--checksum=sha256:$(printf '%064d' 0)"
 url_fails connect "nobody listens on" "http://127.0.0.1:1/x" "127.0.0.1"
 
+# with --checksum the cache knows the file before downloading it: a rebuild
+# needs no server
+mkdir -p "$TMP/urlcached"
+printf 'FROM scratch\nADD --checksum=%s %s/file.txt /dl/\n' "$sum" "$U" >"$TMP/urlcached/Dockerfile"
+run_cbuild build --root "$R" -t url-cached --progress plain "$TMP/urlcached"
+expect_rc "ADD --checksum of a URL builds" 0
+[ -n "$httpd_pid" ] && kill "$httpd_pid" 2>/dev/null && wait "$httpd_pid" 2>/dev/null
+run_cbuild build --root "$R" -t url-cached --progress plain "$TMP/urlcached"
+expect_rc "... and rebuilds with the server gone" 0
+check "... from the cache, downloading nothing" grep -q "^#1 CACHED" "$TMP/err"
+
 # ---- an archive that breaks off in the middle ----
 C=$TMP/truncated
 mkdir -p "$C/big"

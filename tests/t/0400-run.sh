@@ -82,6 +82,16 @@ check "the step has a default route" grep -q "route: default via 10.0.2.2" "$TMP
 check "the step reaches the test's server" grep -q "got: served by the test" "$TMP/err"
 [ -n "$port" ] && kill "$pid" 2>/dev/null
 
+# The steps of a build share one network namespace (one slirp4netns), never
+# a process: a server one step leaves running is gone in the next.
+mkdir -p "$TMP/www2" && echo hi >"$TMP/www2/index.html"
+build_run netshare 'FROM busybox
+RUN mkdir -p /srv && echo left-behind >/srv/index.html && httpd -p 127.0.0.1:8099 -h /srv && wget -qO- http://127.0.0.1:8099/ | sed "s/^/first: /"
+RUN if wget -qO- -T 2 http://127.0.0.1:8099/ >/dev/null 2>&1; then echo "second: still served"; else echo "second: gone"; fi'
+expect_rc "steps with the default network run one after the other" 0
+check "a step's server works in that step" grep -q "first: left-behind" "$TMP/err"
+check "... and is gone in the next step" grep -q "second: gone" "$TMP/err"
+
 # ---- whiteouts, opaque dirs, type changes, hardlinks ----
 build_run layers 'FROM busybox
 RUN mkdir -p /data/dir /data/keep && echo a >/data/dir/a && echo b >/data/file && echo k >/data/keep/k && mkdir /data/todir && echo t >/data/tofile && echo x >/data/hl1 && ln /data/hl1 /data/hl2

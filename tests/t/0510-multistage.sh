@@ -3,16 +3,7 @@
 # same time.
 . "$(dirname "$0")/lib.sh"
 
-R=$TMP/root
-export TMPDIR=$TMP/tmpdir
-mkdir -p "$TMPDIR"
-
-B=$TMP/base
-mkdir -p "$B"
-cp /bin/busybox "$B/busybox"
-printf 'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n' >"$B/Dockerfile"
-run_cbuild build --root "$R" -t busybox -q "$B"
-expect_rc "a busybox base builds" 0
+busybox_base
 
 C=$TMP/ctx
 mkdir -p "$C"

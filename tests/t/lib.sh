@@ -60,3 +60,22 @@ finish() {
   echo "1..$t_n"
   [ "$t_failed" -eq 0 ]
 }
+
+# busybox_base: a store at $R (under $TMP) holding "busybox": /bin/busybox
+# from Debian's busybox-static with its applets, made by a RUN step; $B is
+# its context.  Also points TMPDIR into $TMP.  Ends the script when it fails.
+busybox_base() {
+  R=$TMP/root
+  export TMPDIR=$TMP/tmpdir
+  mkdir -p "$TMPDIR"
+  B=$TMP/base
+  mkdir -p "$B"
+  cp /bin/busybox "$B/busybox"
+  printf 'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n' >"$B/Dockerfile"
+  run_cbuild build --root "$R" -t busybox -q "$B"
+  expect_rc "a busybox base builds" 0
+  if [ "$rc" -ne 0 ]; then
+    finish
+    exit
+  fi
+}

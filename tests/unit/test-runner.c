@@ -689,8 +689,20 @@ static void test_net_host(void)
   step_init(&s, LIST_INTERFACES "; echo; touch /sys/x 2>&1; grep ' /sys ' /proc/mounts");
   s.c.network = RUNNER_NET_HOST;
   RUN_OK(&s);
-  /* the host's interfaces */
-  CHECK(cb_starts_with(s.out.buf, host_ifs));
+  /* the host's interfaces: one other than lo, as the host listed it
+   * (the list itself may change meanwhile: other tools make and remove
+   * interfaces on a busy machine) */
+  {
+    char *name = host_ifs, *comma;
+    while (name && cb_starts_with(name, "lo,"))
+      name += 3;
+    comma = name ? strchr(name, ',') : NULL;
+    if (comma)
+      comma[1] = '\0';
+    CHECK(comma != NULL);
+    if (comma)
+      CHECK(strstr(s.out.buf, name) != NULL);
+  }
   /* /sys read-only, rootless too (then the host's, bound) */
   CHECK_CONTAINS(s.out.buf, "Read-only file system");
   CHECK_CONTAINS(s.out.buf, " /sys sysfs ro,");
@@ -1532,6 +1544,8 @@ static bool ia32_syscalls_work(void)
   pid_t pid = fork();
   if (pid == 0) {
     long r;
+    /* a plain death, not a sanitizer's report */
+    signal(SIGSEGV, SIG_DFL);
     __asm__ volatile("int $0x80" : "=a"(r) : "a"(20L) : "memory");
     _exit(r > 0 ? 0 : 1);
   }
