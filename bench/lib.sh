@@ -420,3 +420,37 @@ bench_cpu_median() {
   mapfile -t cpu < <(awk '{ printf "%.3f\n", $2 + $3 }' "$runs")
   bench_stats "${cpu[@]}" | cut -d' ' -f1
 }
+
+# ---- cache benchmarks (issue 5) ----
+
+# bench_check_runs CASE ERE COUNT WHAT: after bench_measure, check that the
+# output of every run of CASE (warm-up and timed: the built-in timer keeps
+# each run's output in logs/CASE.ROUND.log) has exactly COUNT lines matching
+# the extended regular expression ERE; fail the benchmark otherwise, saying
+# WHAT was expected. This is how a cache benchmark proves that each timed
+# rebuild really was cached (cbuild --progress plain: "#N CACHED"; Buildah:
+# "--> Using cache"). hyperfine keeps no output: the case is then run once
+# more, untimed (prepare included), and that run is checked. Prints the
+# number of runs checked.
+bench_check_runs() {
+  local name=$1 ere=$2 want=$3 what=$4 log got n=0
+  local -a logs=()
+  for log in "$BENCH_WORK/logs/$name".*.log; do
+    [ -e "$log" ] && logs+=("$log")
+  done
+  if [ ${#logs[@]} -eq 0 ]; then
+    log=$BENCH_WORK/logs/$name.check.log
+    bash "$BENCH_WORK/cases/$name.prepare.sh" >"$log.prepare" 2>&1 ||
+      bench_die "case $name: prepare failed in the check run (log: $log.prepare)"
+    bash "$BENCH_WORK/cases/$name.sh" >"$log" 2>&1 ||
+      bench_die "case $name failed in the check run (log: $log)"
+    logs=("$log")
+  fi
+  for log in "${logs[@]}"; do
+    got=$(grep -c -E -- "$ere" "$log" || true)
+    [ "$got" = "$want" ] ||
+      bench_die "case $name: $got lines match /$ere/ in $log, not $want: $what"
+    n=$((n + 1))
+  done
+  printf '%s' "$n"
+}

@@ -364,6 +364,14 @@ int builder_explain(struct build_run *run, int stage, size_t index, const char *
   r = cache_file_read(run->store, "last", slot, &text, err);
   if (r < 0)
     return -1;
+  /* the same inputs as last time: nothing to record or explain, and no
+   * need to parse a record that may list thousands of files (it starts
+   * with its key, as written below) */
+  {
+    cleanup_free char *head = xasprintf("{\"key\":\"%s\"", key);
+    if (r == 0 && cb_starts_with(text.buf, head))
+      return 0;
+  }
   if (r == 0)
     old = json_loadb(text.buf, text.len, 0, NULL);
   if (old) {

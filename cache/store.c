@@ -877,6 +877,21 @@ int cache_tag_set(struct cache_store *s, const char *name, const struct oci_desc
     cb_error_wrap(err, "tag \"%s\"", name);
     goto out;
   }
+  /* already so: nothing to write (a rebuild that changed nothing) */
+  {
+    size_t i;
+    json_t *m;
+    json_array_foreach(json_object_get(root, "manifests"), i, m) {
+      const char *full = json_annotation(m, OCI_ANNOTATION_IMAGE_NAME);
+      const char *ref = json_annotation(m, OCI_ANNOTATION_REF_NAME);
+      const char *dg = json_string_value(json_object_get(m, "digest"));
+      if (full && ref && dg && strcmp(full, t.full) == 0 && strcmp(ref, t.short_name) == 0 &&
+          strcmp(dg, manifest->digest) == 0) {
+        r = 0;
+        goto out;
+      }
+    }
+  }
   memset(&d, 0, sizeof(d));
   oci_descriptor_copy(&d, manifest);
   oci_descriptor_annotate(&d, OCI_ANNOTATION_REF_NAME, t.short_name);
