@@ -36,6 +36,7 @@ struct item {
   dev_t dev;
   ino_t ino;
   nlink_t nlink;
+  struct timespec src_mtime, src_ctime; /* as the walk saw src, for the stat cache */
   const char *hardlink; /* an earlier item's dest */
   size_t order;          /* position before sorting: later sources win */
 };
@@ -140,6 +141,8 @@ static int add_object(struct copy_op *op, int rootfd, const char *src, const str
   it->dev = st->st_dev;
   it->ino = st->st_ino;
   it->nlink = st->st_nlink;
+  it->src_mtime = st->st_mtim;
+  it->src_ctime = st->st_ctim;
   if (S_ISREG(st->st_mode)) {
     it->size = st->st_size;
   } else if (S_ISLNK(st->st_mode)) {
@@ -1221,9 +1224,17 @@ static int item_content(struct copy_op *op, const struct item *it, struct cache_
     out[0] = '\0';
     return 0;
   }
-  if (from_context && S_ISREG(it->mode) && stat_beneath(it->rootfd, it->src, &st) == 0 &&
-      cache_stat_lookup(sc, it->src, &st, out))
-    return 0;
+  if (from_context && S_ISREG(it->mode)) {
+    /* the walk's stat of the file, not a second one */
+    memset(&st, 0, sizeof(st));
+    st.st_dev = it->dev;
+    st.st_ino = it->ino;
+    st.st_size = (off_t)it->size;
+    st.st_mtim = it->src_mtime;
+    st.st_ctim = it->src_ctime;
+    if (cache_stat_lookup(sc, it->src, &st, out))
+      return 0;
+  }
   fd = cb_open_beneath(it->rootfd, it->src, S_ISDIR(it->mode) ? O_RDONLY | O_DIRECTORY : O_RDONLY);
   if (fd < 0)
     return op_error(op, err, "open \"%s\": %s", it->src, strerror(errno));
