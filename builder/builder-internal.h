@@ -48,6 +48,7 @@ int fsview_read(struct fsview *v, const char *path, struct strbuf *out, struct c
 
 struct build_context {
   char *dir;      /* as given */
+  char *real_dir; /* resolved: what names this context in the store's caches */
   int dirfd;      /* O_PATH|O_DIRECTORY of the root */
   struct parser_ignore *ignore; /* NULL without a .dockerignore */
 };

@@ -24,7 +24,6 @@
 #include "builder-internal.h"
 
 #include <jansson.h>
-#include <limits.h>
 #include <stdlib.h>
 
 #define KEY_VERSION "cbuild-step-v1"
@@ -70,10 +69,8 @@ void builder_key_base(struct build_run *run, const char *what, const char *id,
 static struct cache_stat_cache *stat_cache(struct build_run *run)
 {
   if (run->stat_cache == NULL) {
-    char real[PATH_MAX];
     char id[OCI_DIGEST_SIZE];
-    const char *dir = realpath(run->ctx.dir, real) ? real : run->ctx.dir;
-    oci_digest_buf(dir, strlen(dir), id);
+    oci_digest_buf(run->ctx.real_dir, strlen(run->ctx.real_dir), id);
     run->stat_cache = cache_stat_load(run->store, id);
   }
   return run->stat_cache;
@@ -185,11 +182,9 @@ void step_key(const char *parent, const struct step_inputs *in, char out[OCI_DIG
 /* The record slot of a step: where it is, not what it is. */
 static void record_slot(struct build_run *run, int stage, size_t index, char out[OCI_DIGEST_SIZE])
 {
-  char real[PATH_MAX];
-  const char *dir = realpath(run->ctx.dir, real) ? real : run->ctx.dir;
   struct oci_hasher *h = oci_hasher_new();
   char buf[64];
-  hash_field(h, "context", dir);
+  hash_field(h, "context", run->ctx.real_dir);
   hash_field(h, "dockerfile", run->plan->df->file);
   snprintf(buf, sizeof(buf), "%d/%zu", stage, index);
   hash_field(h, "step", buf);

@@ -58,6 +58,9 @@ int context_open(struct build_context *c, const char *dir, struct cb_error *err)
   memset(c, 0, sizeof(*c));
   c->dirfd = -1;
   c->dir = xstrdup(dir);
+  c->real_dir = realpath(dir, NULL);
+  if (c->real_dir == NULL)
+    c->real_dir = xstrdup(dir);
   c->dirfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (c->dirfd < 0)
     return cb_error_errno(err, errno, "open the build context \"%s\"", dir);
@@ -97,6 +100,7 @@ void context_close(struct build_context *c)
   if (c->ignore)
     parser_ignore_free(c->ignore);
   free(c->dir);
+  free(c->real_dir);
   memset(c, 0, sizeof(*c));
   c->dirfd = -1;
 }
