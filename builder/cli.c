@@ -259,9 +259,8 @@ static int options_parse(const char *cmd, const struct option *longopts, const c
       o->explain_cache = true;
       break;
     case OPT_JOBS: {
-      char *end;
-      long v = strtol(optarg, &end, 10);
-      if (*end || end == optarg || v < 1 || v > 1024)
+      long long v;
+      if (parse_count(optarg, &v) < 0 || v < 1 || v > 1024)
         return usage_error(cmd, "--jobs wants a number of stages from 1 to 1024");
       o->jobs = (int)v;
       break;
