@@ -307,7 +307,7 @@ static int scan_store(struct cache_store *s, struct scan *sc, struct cb_error *e
     if (dfd >= 0) {
       list_dir(dir, &names);
       sc->n_mounts = names.n;
-      sc->mounts_size = tree_size(dfd, ".") ;
+      sc->mounts_size = tree_size(dfd, ".");
       close(dfd);
     }
   }

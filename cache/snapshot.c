@@ -162,23 +162,11 @@ static bool is_attempt_of(const char *name, const char *key)
  * left in tmp/ is a crashed one's.  Best effort. */
 static void remove_crashed_attempts(struct snapshot_ctx *c)
 {
-  int fd = openat(c->tmp_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   struct strvec names = STRVEC_INIT;
-  struct dirent *de;
-  DIR *d;
-  if (fd < 0)
-    return;
-  d = fdopendir(fd);
-  if (d == NULL) {
-    close(fd);
-    return;
-  }
-  while ((de = readdir(d)) != NULL)
-    if (is_attempt_of(de->d_name, c->key))
-      strvec_push(&names, de->d_name);
-  closedir(d);
-  for (size_t i = 0; i < names.n; i++)
-    remove_forced(c->tmp_fd, names.v[i]);
+  if (cb_list_dir(c->tmp_fd, ".", &names) == 0)
+    for (size_t i = 0; i < names.n; i++)
+      if (is_attempt_of(names.v[i], c->key))
+        remove_forced(c->tmp_fd, names.v[i]);
   strvec_clear(&names);
 }
 

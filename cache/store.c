@@ -10,7 +10,6 @@
  */
 #include "cache.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -251,27 +250,20 @@ static bool is_temp_name(const char *name)
  */
 static void remove_stale_temps(struct cache_store *s)
 {
-  int fd = openat(s->tmp_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  DIR *d;
-  struct dirent *e;
+  struct strvec names = STRVEC_INIT;
   time_t now = time(NULL);
-  if (fd < 0)
+  if (cb_list_dir(s->tmp_fd, ".", &names) < 0)
     return;
-  d = fdopendir(fd);
-  if (d == NULL) {
-    close(fd);
-    return;
-  }
-  while ((e = readdir(d)) != NULL) {
+  for (size_t i = 0; i < names.n; i++) {
     struct stat st;
-    if (!is_temp_name(e->d_name))
+    if (!is_temp_name(names.v[i]))
       continue;
-    if (fstatat(s->tmp_fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || S_ISDIR(st.st_mode))
+    if (fstatat(s->tmp_fd, names.v[i], &st, AT_SYMLINK_NOFOLLOW) < 0 || S_ISDIR(st.st_mode))
       continue;
     if (st.st_mtime < now - STALE_TEMP_SECONDS)
-      unlinkat(s->tmp_fd, e->d_name, 0);
+      unlinkat(s->tmp_fd, names.v[i], 0);
   }
-  closedir(d);
+  strvec_clear(&names);
 }
 
 struct cache_store *cache_store_open(const char *root, struct cb_error *err)
