@@ -3,29 +3,9 @@
 # steps, and the environment a step gets.
 . "$(dirname "$0")/lib.sh"
 
-R=$TMP/root
-export TMPDIR=$TMP/tmpdir
-mkdir -p "$TMPDIR"
-
 # A busybox base: /bin/busybox from Debian's busybox-static and its applets
-# installed by a RUN step (which needs /proc).
-B=$TMP/base
-mkdir -p "$B/etc"
-cp /bin/busybox "$B/busybox"
-printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\napp:x:1000:1000:app:/home/app:/bin/sh\n' >"$B/etc/passwd"
-printf 'root:x:0:\nnogroup:x:65534:\napp:x:1000:\nextra:x:2000:app\n' >"$B/etc/group"
-cat >"$B/Dockerfile" <<'EOF'
-FROM scratch
-COPY busybox /bin/busybox
-RUN ["/bin/busybox", "--install", "-s", "/bin"]
-COPY etc/ /etc/
-EOF
-run_cbuild build --root "$R" -t busybox --progress plain "$B"
-expect_rc "a busybox base builds with an exec-form RUN" 0
-if [ "$rc" -ne 0 ]; then
-  finish
-  exit
-fi
+# installed by a RUN step (which needs /proc), with users.
+busybox_base --users
 
 # build_run NAME DOCKERFILE [ARGS...]: build a context holding only the Dockerfile
 build_run() {

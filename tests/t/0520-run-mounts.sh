@@ -4,28 +4,8 @@
 # again rootless, as 0410 does for 0400.
 . "$(dirname "$0")/lib.sh"
 
-R=$TMP/root
-export TMPDIR=$TMP/tmpdir
-mkdir -p "$TMPDIR"
-
 # The busybox base of 0400.
-B=$TMP/base
-mkdir -p "$B/etc"
-cp /bin/busybox "$B/busybox"
-printf 'root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n' >"$B/etc/passwd"
-printf 'root:x:0:\napp:x:1000:\nextra:x:2000:app\n' >"$B/etc/group"
-cat >"$B/Dockerfile" <<'EOF'
-FROM scratch
-COPY busybox /bin/busybox
-RUN ["/bin/busybox", "--install", "-s", "/bin"]
-COPY etc/ /etc/
-EOF
-run_cbuild build --root "$R" -t busybox --network none --progress plain "$B"
-expect_rc "a busybox base builds" 0
-if [ "$rc" -ne 0 ]; then
-  finish
-  exit
-fi
+busybox_base --users
 
 # build_in NAME DIR [ARGS...]: build the context DIR as NAME
 build_in() {

@@ -61,9 +61,11 @@ finish() {
   [ "$t_failed" -eq 0 ]
 }
 
-# busybox_base: a store at $R (under $TMP) holding "busybox": /bin/busybox
-# from Debian's busybox-static with its applets, made by a RUN step; $B is
-# its context.  Also points TMPDIR into $TMP.  Ends the script when it fails.
+# busybox_base [--users]: a store at $R (under $TMP) holding "busybox":
+# /bin/busybox from Debian's busybox-static with its applets, installed by
+# an exec-form RUN step; with --users also an /etc/passwd and /etc/group
+# (root, nobody, app 1000 with the extra group 2000).  $B is its context.
+# Also points TMPDIR into $TMP.  Ends the script when the base fails.
 busybox_base() {
   R=$TMP/root
   export TMPDIR=$TMP/tmpdir
@@ -72,8 +74,14 @@ busybox_base() {
   mkdir -p "$B"
   cp /bin/busybox "$B/busybox"
   printf 'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n' >"$B/Dockerfile"
-  run_cbuild build --root "$R" -t busybox -q "$B"
-  expect_rc "a busybox base builds" 0
+  if [ "${1:-}" = --users ]; then
+    mkdir -p "$B/etc"
+    printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\napp:x:1000:1000:app:/home/app:/bin/sh\n' >"$B/etc/passwd"
+    printf 'root:x:0:\nnogroup:x:65534:\napp:x:1000:\nextra:x:2000:app\n' >"$B/etc/group"
+    echo 'COPY etc/ /etc/' >>"$B/Dockerfile"
+  fi
+  run_cbuild build --root "$R" -t busybox --network none -q "$B"
+  expect_rc "a busybox base builds with an exec-form RUN" 0
   if [ "$rc" -ne 0 ]; then
     finish
     exit

@@ -181,19 +181,10 @@ struct fx {
   int destfd;   /* O_PATH, as the builder opens its staging directories */
 };
 
-static char *make_temp_dir(const char *what)
-{
-  const char *tmp = getenv("TMPDIR");
-  char *dir = xasprintf("%s/cbuild-test-extract-%s.XXXXXX", tmp && *tmp ? tmp : "/tmp", what);
-  if (mkdtemp(dir) == NULL)
-    cb_die("mkdtemp %s: %s", dir, strerror(errno));
-  return dir;
-}
-
 static void fx_init(struct fx *f)
 {
-  f->top = make_temp_dir("top");
-  f->in = make_temp_dir("in");
+  f->top = unit_temp_dir("top");
+  f->in = unit_temp_dir("in");
   f->dest = xasprintf("%s/dest", f->top);
   f->canary = xasprintf("%s/canary", f->top);
   f->keep = xasprintf("%s/keep", f->canary);
@@ -247,47 +238,6 @@ static int fx_extract(struct fx *f, const char *archive, bool *not_archive,
   return fx_extract_opts(f, archive, false, not_archive, err);
 }
 
-/* The names in dir, sorted and joined by ','; "?" when it cannot be read. */
-static char *list_dir(const char *dir)
-{
-  struct strvec names = STRVEC_INIT;
-  struct strbuf sb = STRBUF_INIT;
-  struct dirent *de;
-  DIR *d = opendir(dir);
-  if (d == NULL)
-    return xstrdup("?");
-  while ((de = readdir(d)) != NULL)
-    if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
-      strvec_push(&names, de->d_name);
-  closedir(d);
-  for (size_t i = 0; i < names.n; i++)
-    for (size_t j = i + 1; j < names.n; j++)
-      if (strcmp(names.v[j], names.v[i]) < 0) {
-        char *t = names.v[i];
-        names.v[i] = names.v[j];
-        names.v[j] = t;
-      }
-  for (size_t i = 0; i < names.n; i++) {
-    if (i > 0)
-      strbuf_addch(&sb, ',');
-    strbuf_addstr(&sb, names.v[i]);
-  }
-  strvec_clear(&names);
-  return strbuf_detach(&sb, NULL);
-}
-
-/* A file's content, or NULL. */
-static char *slurp(const char *path)
-{
-  struct strbuf sb = STRBUF_INIT;
-  struct cb_error err;
-  if (cb_read_file(path, &sb, &err) < 0) {
-    strbuf_release(&sb);
-    return NULL;
-  }
-  return strbuf_detach(&sb, NULL);
-}
-
 static char *in_dest(struct fx *f, const char *rel)
 {
   return xasprintf("%s/%s", f->dest, rel);
@@ -297,7 +247,7 @@ static char *in_dest(struct fx *f, const char *rel)
 static char *dest_file(struct fx *f, const char *rel)
 {
   cleanup_free char *p = in_dest(f, rel);
-  return slurp(p);
+  return unit_slurp(p);
 }
 
 static bool dest_lstat(struct fx *f, const char *rel, struct stat *st)
@@ -328,9 +278,9 @@ static char *dest_readlink(struct fx *f, const char *rel)
  * keep, keep is as it was and has no other link. */
 static bool outside_untouched(struct fx *f)
 {
-  cleanup_free char *top = list_dir(f->top);
-  cleanup_free char *canary = list_dir(f->canary);
-  cleanup_free char *keep = slurp(f->keep);
+  cleanup_free char *top = unit_list_dir(f->top);
+  cleanup_free char *canary = unit_list_dir(f->canary);
+  cleanup_free char *keep = unit_slurp(f->keep);
   struct stat st;
   bool ok = true;
   if (strcmp(top, "canary,dest") != 0) {
@@ -351,7 +301,7 @@ static bool outside_untouched(struct fx *f)
 
 static bool dest_empty(struct fx *f)
 {
-  cleanup_free char *names = list_dir(f->dest);
+  cleanup_free char *names = unit_list_dir(f->dest);
   return strcmp(names, "") == 0;
 }
 
@@ -972,9 +922,9 @@ static void test_existing_merged(void)
   };
   write_tar(tar, TF_NONE, ents);
   CHECK_INT(fx_extract(&f, tar, &na, &err), 0);
-  cleanup_free char *list = list_dir(d);
-  cleanup_free char *hard_c = slurp(hard);
-  cleanup_free char *x_c = slurp(x);
+  cleanup_free char *list = unit_list_dir(d);
+  cleanup_free char *hard_c = unit_slurp(hard);
+  cleanup_free char *x_c = unit_slurp(x);
   cleanup_free char *sf = dest_file(&f, "s/f");
   CHECK_STR(list, "new,old");
   CHECK_INT(mode_of(&f, "d"), S_IFDIR | 0751);
@@ -1121,7 +1071,7 @@ static void test_utf8_names(void)
   CHECK_INT(fx_extract(&f, gnu, &na, &err), 0);
   cleanup_free char *u = dest_file(&f, "caf\xc3\xa9/\xc3\xbc.txt");
   CHECK_STR(u, "u\n");
-  cleanup_free char *names = list_dir(f.dest);
+  cleanup_free char *names = unit_list_dir(f.dest);
   CHECK_STR(names, "caf\xc3\xa9,raw\xe9");
   CHECK(outside_untouched(&f));
   fx_release(&f);

@@ -27,15 +27,6 @@ static bool is_root(void) { return geteuid() == 0; }
 
 /* ---- building an upperdir ---- */
 
-static char *make_temp_dir(const char *what)
-{
-  const char *tmp = getenv("TMPDIR");
-  char *dir = xasprintf("%s/cbuild-test-layer-diff-%s.XXXXXX", tmp && *tmp ? tmp : "/tmp", what);
-  if (mkdtemp(dir) == NULL)
-    cb_die("mkdtemp %s: %s", dir, strerror(errno));
-  return dir;
-}
-
 static char *at(const char *dir, const char *rel) { return xasprintf("%s/%s", dir, rel); }
 
 static void set_mtime(const char *path, int64_t t)
@@ -258,17 +249,6 @@ static char *paths(const struct rtar *t)
   return strbuf_detach(&sb, NULL);
 }
 
-static char *slurp(const char *path)
-{
-  struct strbuf sb = STRBUF_INIT;
-  struct cb_error err;
-  if (cb_read_file(path, &sb, &err) < 0) {
-    strbuf_release(&sb);
-    return NULL;
-  }
-  return strbuf_detach(&sb, NULL);
-}
-
 static void remove_dir(char *dir)
 {
   cb_remove_tree(AT_FDCWD, dir);
@@ -281,7 +261,7 @@ static void remove_dir(char *dir)
  * out; entries in strcmp order; metadata as on disk. */
 static void test_tree(void)
 {
-  char *upper = make_temp_dir("tree");
+  char *upper = unit_temp_dir("tree");
   struct oci_upper_options u = { NULL, false, NULL, NULL };
   struct made m;
   struct rtar t;
@@ -354,7 +334,7 @@ static void test_tree(void)
  * whiteouts sharing an inode stay whiteouts; a real device is kept. */
 static void test_whiteouts(void)
 {
-  char *upper = make_temp_dir("wh");
+  char *upper = unit_temp_dir("wh");
   struct oci_upper_options u = { NULL, false, NULL, NULL };
   struct made m;
   struct rtar t;
@@ -408,7 +388,7 @@ static void check_opaque(bool userxattr)
 {
   const char *attr = userxattr ? "user.overlay.opaque" : "trusted.overlay.opaque";
   const char *other = userxattr ? "trusted.overlay.opaque" : "user.overlay.opaque";
-  char *upper = make_temp_dir("opq");
+  char *upper = unit_temp_dir("opq");
   static const char *const below_dirs[] = { "op", "other", "x", NULL };
   struct below_set b = { below_dirs };
   struct oci_upper_options u = { NULL, userxattr, below_cb, &b };
@@ -468,7 +448,7 @@ static void test_opaque_userxattr(void) { check_opaque(true); }
 /* user.* and security.capability are kept; overlayfs's own are not. */
 static void test_xattrs(void)
 {
-  char *upper = make_temp_dir("xattr");
+  char *upper = unit_temp_dir("xattr");
   struct oci_upper_options u = { NULL, true, NULL, NULL };
   struct made m;
   struct rtar t;
@@ -513,7 +493,7 @@ static void test_xattrs(void)
  * with all it holds; their parents stay unless listed. */
 static void test_skip(void)
 {
-  char *upper = make_temp_dir("skip");
+  char *upper = unit_temp_dir("skip");
   struct strvec skip = STRVEC_INIT;
   struct oci_upper_options u = { &skip, false, NULL, NULL };
   struct made m;
@@ -552,7 +532,7 @@ static void test_skip(void)
 /* Nothing changed: *empty, and not a byte written. */
 static void test_empty(void)
 {
-  char *upper = make_temp_dir("empty");
+  char *upper = unit_temp_dir("empty");
   struct strvec skip = STRVEC_INIT;
   struct oci_upper_options u = { &skip, false, NULL, NULL };
   struct made m;
@@ -610,8 +590,8 @@ static void build_same_tree(const char *upper, bool reversed)
  * creation order; diff_id and digest are those of the bytes. */
 static void test_deterministic(void)
 {
-  char *u1 = make_temp_dir("det1");
-  char *u2 = make_temp_dir("det2");
+  char *u1 = unit_temp_dir("det1");
+  char *u2 = unit_temp_dir("det2");
   struct oci_upper_options u = { NULL, false, NULL, NULL };
   struct made m1, m2, m3;
   build_same_tree(u1, false);
@@ -620,8 +600,8 @@ static void test_deterministic(void)
   make_layer(u2, &u, OCI_COMPRESSION_GZIP, -1, &m2);
   CHECK_INT(m1.r, 0);
   CHECK_INT(m2.r, 0);
-  cleanup_free char *b1 = slurp(m1.file);
-  cleanup_free char *b2 = slurp(m2.file);
+  cleanup_free char *b1 = unit_slurp(m1.file);
+  cleanup_free char *b2 = unit_slurp(m2.file);
   struct stat st;
   CHECK(b1 && b2 && stat(m1.file, &st) == 0);
   CHECK(b1 && b2 && memcmp(b1, b2, (size_t)st.st_size) == 0);
@@ -667,7 +647,7 @@ static void test_refused(void)
 {
   struct oci_upper_options u = { NULL, true, NULL, NULL };
   struct made m;
-  char *upper = make_temp_dir("refused");
+  char *upper = unit_temp_dir("refused");
   put_file(upper, ".wh.looks-deleted", "", 0644);
   make_layer(upper, &u, OCI_COMPRESSION_NONE, -1, &m);
   CHECK_INT(m.r, -1);
@@ -676,7 +656,7 @@ static void test_refused(void)
   made_release(&m);
   remove_dir(upper);
 
-  upper = make_temp_dir("redirect");
+  upper = unit_temp_dir("redirect");
   put_dir(upper, "d", 0755);
   put_dir(upper, "d/moved", 0755);
   if (put_xattr(upper, "d/moved", "user.overlay.redirect", "/old")) {
@@ -689,7 +669,7 @@ static void test_refused(void)
   remove_dir(upper);
 
   if (is_root()) {
-    upper = make_temp_dir("metacopy");
+    upper = unit_temp_dir("metacopy");
     put_file(upper, "f", "", 0644);
     u.userxattr = false;
     CHECK(put_xattr(upper, "f", "trusted.overlay.metacopy", ""));
@@ -705,8 +685,8 @@ static void test_refused(void)
  * upperdir's whiteouts and opaque directory back. */
 static void test_round_trip(void)
 {
-  char *upper = make_temp_dir("rt");
-  char *snap = make_temp_dir("rt-snap");
+  char *upper = unit_temp_dir("rt");
+  char *snap = unit_temp_dir("rt-snap");
   static const char *const below_dirs[] = { "op", NULL };
   struct below_set b = { below_dirs };
   struct oci_upper_options u = { NULL, true, below_cb, &b };
@@ -742,7 +722,7 @@ static void test_round_trip(void)
   CHECK(lstat(marker, &st) < 0 && errno == ENOENT);
   CHECK(lstat(op, &st) == 0 && st.st_mode == (S_IFDIR | 0711));
   CHECK(lstat(f, &st) == 0 && lstat(g, &st2) == 0 && st.st_ino == st2.st_ino);
-  cleanup_free char *content = slurp(newf);
+  cleanup_free char *content = unit_slurp(newf);
   CHECK_STR(content, "new\n");
   made_release(&m);
   remove_dir(upper);
@@ -762,7 +742,7 @@ static bool below_dir(void *data, const char *dir)
  * hardlink pair. */
 static void check_real_overlay(bool userxattr)
 {
-  char *top = make_temp_dir(userxattr ? "ovl-u" : "ovl");
+  char *top = unit_temp_dir(userxattr ? "ovl-u" : "ovl");
   cleanup_free char *lower = at(top, "lower");
   cleanup_free char *upper = at(top, "upper");
   cleanup_free char *work = at(top, "work");

@@ -211,45 +211,16 @@ static void fx_release(struct fx *f)
 
 static char *in(const char *dir, const char *rel) { return xasprintf("%s/%s", dir, rel); }
 
-/* The names in dir, sorted, joined by ','; "?" when it cannot be read. */
-static char *list_dir(const char *dir)
-{
-  struct strvec names = STRVEC_INIT;
-  struct strbuf sb = STRBUF_INIT;
-  struct dirent *de;
-  DIR *d = opendir(dir);
-  if (d == NULL)
-    return xstrdup("?");
-  while ((de = readdir(d)) != NULL)
-    if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
-      strvec_push(&names, de->d_name);
-  closedir(d);
-  for (size_t i = 0; i < names.n; i++)
-    for (size_t j = i + 1; j < names.n; j++)
-      if (strcmp(names.v[j], names.v[i]) < 0) {
-        char *t = names.v[i];
-        names.v[i] = names.v[j];
-        names.v[j] = t;
-      }
-  for (size_t i = 0; i < names.n; i++) {
-    if (i > 0)
-      strbuf_addch(&sb, ',');
-    strbuf_addstr(&sb, names.v[i]);
-  }
-  strvec_clear(&names);
-  return strbuf_detach(&sb, NULL);
-}
-
 /* ROOT/snapshots holds exactly `want`, ROOT/tmp no attempt, the canary
  * its one file unchanged. */
 static bool store_clean(struct fx *f, const char *want)
 {
   cleanup_free char *snaps = in(f->root, "snapshots");
   cleanup_free char *tmp = in(f->root, "tmp");
-  cleanup_free char *have = list_dir(snaps);
-  cleanup_free char *tmps = list_dir(tmp);
-  cleanup_free char *canary = list_dir(f->canary);
-  cleanup_free char *top = list_dir(f->top);
+  cleanup_free char *have = unit_list_dir(snaps);
+  cleanup_free char *tmps = unit_list_dir(tmp);
+  cleanup_free char *canary = unit_list_dir(f->canary);
+  cleanup_free char *top = unit_list_dir(f->top);
   struct strbuf keep = STRBUF_INIT;
   struct cb_error err;
   bool ok = true;
@@ -308,17 +279,6 @@ static char *xattr_of(const char *path, const char *name)
   return xstrdup(buf);
 }
 
-static char *slurp(const char *path)
-{
-  struct strbuf sb = STRBUF_INIT;
-  struct cb_error err;
-  if (cb_read_file(path, &sb, &err) < 0) {
-    strbuf_release(&sb);
-    return NULL;
-  }
-  return strbuf_detach(&sb, NULL);
-}
-
 /* ---- tests ---- */
 
 static const struct tent basic_layer[] = {
@@ -368,16 +328,16 @@ static void check_basic(struct fx *f, const char *p, bool userxattr)
   struct stat st, st2;
 
   CHECK(is_whiteout(shadow));
-  cleanup_free char *pw = slurp(passwd);
+  cleanup_free char *pw = unit_slurp(passwd);
   CHECK_STR(pw, "root:x:0:0::/root:/bin/sh\n");
   cleanup_free char *v1 = xattr_of(var, opq);
   cleanup_free char *v2 = xattr_of(var, other);
   CHECK_STR(v1, "y");
   CHECK_STR(v2, "");
   CHECK(lstat(var, &st) == 0 && st.st_mode == (S_IFDIR | 0750));
-  cleanup_free char *usr_list = list_dir(usr);
+  cleanup_free char *usr_list = unit_list_dir(usr);
   CHECK_STR(usr_list, "");
-  cleanup_free char *var_list = list_dir(var);
+  cleanup_free char *var_list = unit_list_dir(var);
   CHECK_STR(var_list, "log");
   CHECK(lstat(sh, &st) == 0 && lstat(ash, &st2) == 0 && st.st_ino == st2.st_ino);
   CHECK_INT(st.st_mode, S_IFREG | 04755);
@@ -397,7 +357,7 @@ static void check_basic(struct fx *f, const char *p, bool userxattr)
   cleanup_free char *r = xattr_of(replaced, opq);
   CHECK_STR(r, "y");
   CHECK(lstat(replaced, &st) == 0 && st.st_mode == (S_IFDIR | 0700));
-  cleanup_free char *k = slurp(kept);
+  cleanup_free char *k = unit_slurp(kept);
   CHECK_STR(k, "kept\n");
   if (is_root()) {
     CHECK(lstat(null, &st) == 0 && S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 3));
@@ -405,7 +365,7 @@ static void check_basic(struct fx *f, const char *p, bool userxattr)
     printf("# device node skipped without CAP_MKNOD\n");
     CHECK(lstat(null, &st) < 0);
   }
-  cleanup_free char *names = list_dir(p);
+  cleanup_free char *names = unit_list_dir(p);
   CHECK_STR(names, is_root() ? "bin,etc,kept,null,ov,replaced,uo,usr,ux,var"
                              : "bin,etc,kept,ov,replaced,uo,usr,ux,var");
   (void)f;
@@ -480,12 +440,12 @@ static void test_compressions(void)
   CHECK(p1 && p2 && lstat(p1, &st1) == 0 && lstat(p2, &st2) == 0 && st1.st_ino == st2.st_ino);
   cleanup_free char *df = p1 ? in(p1, "d/f") : NULL;
   cleanup_free char *x = p1 ? in(p1, "x") : NULL;
-  cleanup_free char *content = df ? slurp(df) : NULL;
+  cleanup_free char *content = df ? unit_slurp(df) : NULL;
   CHECK_STR(content, "compressed\n");
   CHECK(x && is_whiteout(x));
   CHECK_INT(get(&f, &z2, NULL, true, &p4, &err), 0);
   cleanup_free char *zf = p4 ? in(p4, "zstd-only") : NULL;
-  cleanup_free char *zc = zf ? slurp(zf) : NULL;
+  cleanup_free char *zc = zf ? unit_slurp(zf) : NULL;
   CHECK_STR(zc, "z\n");
   const char *k1 = gz.diff_id + 7, *k2 = z2.diff_id + 7;
   cleanup_free char *want = strcmp(k1, k2) < 0 ? xasprintf("%s-u,%s-u", k1, k2)
@@ -577,7 +537,7 @@ static void check_hostile(void)
     cleanup_free char *keep = in(p, "keep");
     cleanup_free char *abs = in(p, "abs/file");
     cleanup_free char *opq = xattr_of(p, "user.overlay.opaque");
-    cleanup_free char *content = slurp(abs);
+    cleanup_free char *content = unit_slurp(abs);
     CHECK(is_whiteout(keep));
     CHECK_STR(opq, "y");
     CHECK_STR(content, "abs\n");

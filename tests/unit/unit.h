@@ -17,6 +17,13 @@ extern int unit_failures;
 void unit_fail(const char *file, int line, const char *fmt, ...) CB_PRINTF(3, 4);
 int unit_main(const struct unit_test *tests, size_t n, int argc, char **argv);
 
+/* A file's content, or NULL. */
+char *unit_slurp(const char *path);
+/* The names in dir, sorted and joined by ','; "?" when it cannot be read. */
+char *unit_list_dir(const char *dir);
+/* A new directory $TMPDIR/cbuild-<program>-<what>.XXXXXX; dies on failure. */
+char *unit_temp_dir(const char *what);
+
 #define CHECK(cond)                                                            \
   do {                                                                         \
     if (!(cond))                                                               \
