@@ -77,12 +77,11 @@ int builder_image_load(struct cache_store *store, const char *name, struct stage
   struct oci_descriptor desc;
   struct oci_manifest m;
   cleanup_strbuf struct strbuf text = STRBUF_INIT;
-  int r = cache_tag_get(store, name, &desc, err);
+  int r = builder_image_resolve(store, NULL, name, NULL, &desc, err);
   if (r < 0)
     return -1;
   if (r > 0)
-    return cb_error_set(err, "image \"%s\" is not in the local store (pulling from registries is not supported yet)",
-                        name);
+    return cb_error_set(err, "image \"%s\" is not in the local store", name);
   memset(&m, 0, sizeof(m));
   snprintf(digest, OCI_DIGEST_SIZE, "%s", desc.digest);
   r = cache_blob_read(store, desc.digest, &text, err);
@@ -780,6 +779,22 @@ int builder_build(const struct builder_options *o, struct builder_plan *plan,
         }
       }
     }
+    progress_step_done(p, id);
+  }
+  for (size_t i = 0; i < o->push_names.n; i++) {
+    const char *name = o->push_names.v[i];
+    char digest[OCI_DIGEST_SIZE];
+    cleanup_free char *text = xasprintf("pushing %s", name);
+    struct builder_registry reg = o->registry;
+    int id = progress_step_add(p, NULL, 0, 0, text);
+    /* the build's display owns the terminal */
+    reg.quiet = true;
+    progress_step_start(p, id);
+    if (builder_push(store, &reg, name, NULL, digest, err) < 0) {
+      progress_step_error(p, id, "%s", err->msg);
+      goto out;
+    }
+    progress_step_note(p, id, "pushed %s@%s", name, digest);
     progress_step_done(p, id);
   }
   memcpy(image_id, img.config_digest, OCI_DIGEST_SIZE);

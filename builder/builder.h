@@ -22,9 +22,10 @@ enum { BUILDER_EXIT_OK = 0, BUILDER_EXIT_FAIL = 1, BUILDER_EXIT_USAGE = 2 };
 
 /* -o/--output type=...,dest=... */
 struct builder_output {
-  char *type; /* "oci" or "docker" */
+  char *type; /* "oci" or "docker" ("image" while parsing) */
   char *dest; /* a path, or "-" for stdout */
   bool tar;   /* false: an OCI layout directory (oci only) */
+  bool push;  /* type=image,push=true (parsing only: such outputs become names) */
 };
 
 /* --secret id=ID[,src=FILE|,env=VAR][,type=file|env], as docker build
@@ -39,6 +40,48 @@ struct builder_secret {
  * that does not exist. */
 int builder_secret_parse(const char *spec, struct builder_secret *s, struct cb_error *err);
 void builder_secret_release(struct builder_secret *s);
+
+/* How FROM and --from images are found: --pull=missing|always|never. */
+enum builder_pull_policy { BUILDER_PULL_MISSING, BUILDER_PULL_ALWAYS, BUILDER_PULL_NEVER };
+
+/* What the commands that talk to registries share. */
+struct builder_registry {
+  struct strvec insecure; /* --insecure-registry HOST[:PORT], repeatable */
+  char *ca_cert;          /* --tls-ca-cert FILE */
+  char *authfile;         /* --authfile FILE */
+  enum builder_pull_policy pull;
+  char *platform;         /* --platform: what to pull from an index; NULL: the host's */
+  bool quiet;             /* no progress on stderr */
+};
+
+void builder_registry_release(struct builder_registry *r);
+/* Parse a --pull value ("always", "missing", "never", "true", "false"). */
+int builder_pull_policy_parse(const char *s, enum builder_pull_policy *p);
+
+/*
+ * Pull name (a reference) into the store: the manifest for the platform
+ * (from an index when there is one), its config and layers, every blob
+ * checked against its digest; a name with a tag is tagged.  `manifest` gets
+ * the manifest's descriptor (free it with oci_descriptor_release).
+ */
+int builder_pull(struct cache_store *store, const struct builder_registry *reg, const char *name,
+                 const char *platform, struct oci_descriptor *manifest, struct cb_error *err);
+/*
+ * Find name in the store, pulling it as reg->pull says: a tag through the
+ * store's tags, a digest through the blob it names (an index chooses the
+ * platform's manifest).  0 found, 1 missing (only with --pull=never), -1
+ * error.
+ */
+int builder_image_resolve(struct cache_store *store, const struct builder_registry *reg,
+                          const char *name, const char *platform,
+                          struct oci_descriptor *manifest, struct cb_error *err);
+/*
+ * Push the store's image `name` to dest (NULL: name itself): the blobs the
+ * registry lacks (mounted from another repository of it when the store
+ * knows one holds them), then the manifest.  digest gets the manifest's.
+ */
+int builder_push(struct cache_store *store, const struct builder_registry *reg, const char *name,
+                 const char *dest, char digest[OCI_DIGEST_SIZE], struct cb_error *err);
 
 struct builder_options {
   char *context;         /* the build context directory */
@@ -59,6 +102,12 @@ struct builder_options {
   struct runner_limits limits;    /* --memory, --pids-limit, --cpus, --cpu-quota/period */
   struct builder_secret *secrets; /* --secret, repeatable */
   size_t n_secrets;
+  struct builder_registry registry; /* --pull, --platform, --insecure-registry, ... */
+  bool push;                      /* --push: push every -t name after the build */
+  bool plan_only;                 /* cbuild parse: no pulls; an image missing
+                                     from the store lends no ENV */
+  struct strvec push_names;       /* what to push once built: --push's tags and
+                                     -o type=image,name=REF,push=true */
 };
 
 void builder_options_release(struct builder_options *o);
@@ -106,6 +155,10 @@ int builder_cmd_tag(int argc, char **argv, const char *root);
 int builder_cmd_save(int argc, char **argv, const char *root);
 int builder_cmd_df(int argc, char **argv, const char *root);
 int builder_cmd_prune(int argc, char **argv, const char *root);
+int builder_cmd_pull(int argc, char **argv, const char *root);
+int builder_cmd_push(int argc, char **argv, const char *root);
+int builder_cmd_login(int argc, char **argv, const char *root);
+int builder_cmd_logout(int argc, char **argv, const char *root);
 
 /* Parse "K=V" (or a bare K, whose value comes from the environment, as
  * docker does) into a build arg; -1 and err on "=V". */

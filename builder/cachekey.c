@@ -99,7 +99,7 @@ static int run_mount_inputs(struct build_run *run, int stage, const struct parse
     }
     if (m->from) {
       struct oci_descriptor d;
-      r = cache_tag_get(run->store, m->from, &d, err);
+      r = builder_image_resolve(run->store, NULL, m->from, NULL, &d, err);
       if (r < 0)
         return -1;
       if (r == 0) {
@@ -139,12 +139,12 @@ int step_inputs_collect(struct build_run *run, int stage, const struct parser_st
   if (step->from) {
     /* an image of the store: keyed by its manifest */
     struct oci_descriptor d;
-    r = cache_tag_get(run->store, step->from, &d, err);
+    r = builder_image_resolve(run->store, NULL, step->from, NULL, &d, err);
     if (r < 0)
       return -1;
     if (r > 0)
-      return cb_error_set(err, "--from=%s: no such stage, and no such image in the local store "
-                               "(pulling from registries is not supported yet)", step->from);
+      return cb_error_set(err, "--from=%s: no such stage, and no such image in the local store",
+                          step->from);
     builder_key_base(run, "image", d.digest, in->from_key);
     oci_descriptor_release(&d);
     return 0;

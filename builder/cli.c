@@ -34,7 +34,16 @@ static const char build_usage[] =
     "      --progress MODE       auto, plain, tty or quiet (default auto)\n"
     "  -q, --quiet               print only errors\n"
     "  -o, --output SPEC         type=oci,dest=FILE[,tar=false] or type=docker,dest=FILE\n"
-    "                            (dest=- writes the tar to standard output)\n"
+    "                            (dest=- writes the tar to standard output), or\n"
+    "                            type=image,name=REF[,push=true]\n"
+    "      --push                push every -t name to its registry once built\n"
+    "      --pull[=POLICY]       base images: missing (default: pull what the store\n"
+    "                            lacks), always (--pull alone), or never\n"
+    "      --platform OS/ARCH[/VARIANT]  the platform to pull base images for\n"
+    "      --authfile FILE       registry credentials (default $REGISTRY_AUTH_FILE,\n"
+    "                            containers auth.json, ~/.docker/config.json)\n"
+    "      --insecure-registry HOST[:PORT]  allow plain HTTP and unverified TLS\n"
+    "      --tls-ca-cert FILE    trust this CA too for registries\n"
     "      --network MODE        RUN's network: default (outbound, own namespace),\n"
     "                            none or host\n"
     "      --memory SIZE         memory limit of each RUN step (e.g. 512m)\n"
@@ -79,6 +88,12 @@ enum {
   OPT_CPUS,
   OPT_CPU_QUOTA,
   OPT_CPU_PERIOD,
+  OPT_PUSH,
+  OPT_PULL,
+  OPT_PLATFORM,
+  OPT_AUTHFILE,
+  OPT_INSECURE_REGISTRY,
+  OPT_TLS_CA_CERT,
 };
 
 static const struct option build_options[] = {
@@ -104,6 +119,12 @@ static const struct option build_options[] = {
   { "cpus", required_argument, NULL, OPT_CPUS },
   { "cpu-quota", required_argument, NULL, OPT_CPU_QUOTA },
   { "cpu-period", required_argument, NULL, OPT_CPU_PERIOD },
+  { "push", no_argument, NULL, OPT_PUSH },
+  { "pull", optional_argument, NULL, OPT_PULL },
+  { "platform", required_argument, NULL, OPT_PLATFORM },
+  { "authfile", required_argument, NULL, OPT_AUTHFILE },
+  { "insecure-registry", required_argument, NULL, OPT_INSECURE_REGISTRY },
+  { "tls-ca-cert", required_argument, NULL, OPT_TLS_CA_CERT },
   { "help", no_argument, NULL, 'h' },
   { NULL, 0, NULL, 0 },
 };
@@ -153,16 +174,37 @@ void builder_options_release(struct builder_options *o)
   free(o->outputs);
   free(o->root);
   free(o->progress);
+  builder_registry_release(&o->registry);
+  strvec_clear(&o->push_names);
   memset(o, 0, sizeof(*o));
 }
 
-/* -o type=oci,dest=FILE[,tar=false] */
+static int tag_check(const char *tag, struct cb_error *err);
+
+/* -o type=oci,dest=FILE[,tar=false], or type=image,name=REF[,push=BOOL] */
 static int output_parse(const char *spec, struct builder_output *out, struct cb_error *err)
 {
   cleanup_free char *copy = xstrdup(spec);
   char *save = NULL;
   memset(out, 0, sizeof(*out));
   out->tar = true;
+  if (strncmp(spec, "type=image,", 11) == 0) {
+    out->type = xstrdup("image");
+    for (char *f = strtok_r(copy + 11, ",", &save); f; f = strtok_r(NULL, ",", &save)) {
+      if (strncmp(f, "name=", 5) == 0 && !out->dest) {
+        out->dest = xstrdup(f + 5);
+        if (tag_check(out->dest, err) < 0)
+          return -1;
+      } else if (strcmp(f, "push=true") == 0 || strcmp(f, "push=false") == 0)
+        out->push = strcmp(f, "push=true") == 0;
+      else
+        return cb_error_set(err, "invalid output \"%s\": unknown key or value \"%s\" (name=REF, push=true)",
+                            spec, f);
+    }
+    if (!out->dest)
+      return cb_error_set(err, "invalid output \"%s\": type=image needs name=REF", spec);
+    return 0;
+  }
   for (char *f = strtok_r(copy, ",", &save); f; f = strtok_r(NULL, ",", &save)) {
     char *eq = strchr(f, '=');
     if (!eq)
@@ -184,7 +226,7 @@ static int output_parse(const char *spec, struct builder_output *out, struct cb_
   if (!out->type)
     return cb_error_set(err, "invalid output \"%s\": missing type= (oci or docker)", spec);
   if (strcmp(out->type, "oci") != 0 && strcmp(out->type, "docker") != 0)
-    return cb_error_set(err, "invalid output \"%s\": unsupported type \"%s\" (oci or docker)",
+    return cb_error_set(err, "invalid output \"%s\": unsupported type \"%s\" (oci, docker or image)",
                         spec, out->type);
   if (!out->dest || !*out->dest)
     return cb_error_set(err, "invalid output \"%s\": missing dest=", spec);
@@ -289,14 +331,52 @@ static int options_parse(const char *cmd, const struct option *longopts, const c
       free(o->progress);
       o->progress = xstrdup("quiet");
       break;
-    case 'o':
+    case 'o': {
+      struct builder_output *out;
       o->outputs = xreallocarray(o->outputs, o->n_outputs + 1, sizeof(*o->outputs));
-      if (output_parse(optarg, &o->outputs[o->n_outputs], &err) < 0) {
-        free(o->outputs[o->n_outputs].type);
-        free(o->outputs[o->n_outputs].dest);
+      out = &o->outputs[o->n_outputs];
+      if (output_parse(optarg, out, &err) < 0) {
+        free(out->type);
+        free(out->dest);
         return usage_error(cmd, "%s", err.msg);
       }
-      o->n_outputs++;
+      if (strcmp(out->type, "image") == 0) {
+        /* an image output is a name in the store, pushed when asked */
+        strvec_push(&o->tags, out->dest);
+        if (out->push)
+          strvec_push(&o->push_names, out->dest);
+        free(out->type);
+        free(out->dest);
+      } else
+        o->n_outputs++;
+      break;
+    }
+    case OPT_PUSH:
+      o->push = true;
+      break;
+    case OPT_PULL:
+      if (builder_pull_policy_parse(optarg ? optarg : "always", &o->registry.pull) < 0)
+        return usage_error(cmd, "invalid --pull \"%s\": want always, missing or never", optarg);
+      break;
+    case OPT_PLATFORM: {
+      const char *s1 = strchr(optarg, '/'), *s2 = s1 ? strchr(s1 + 1, '/') : NULL;
+      if (!s1 || s1 == optarg || s1[1] == '/' || !s1[1] || (s2 && (!s2[1] || strchr(s2 + 1, '/'))))
+        return usage_error(cmd, "invalid --platform \"%s\": want os/arch[/variant]", optarg);
+      free(o->registry.platform);
+      o->registry.platform = xstrdup(optarg);
+      o->args.target_platform = o->registry.platform;
+      break;
+    }
+    case OPT_AUTHFILE:
+      free(o->registry.authfile);
+      o->registry.authfile = xstrdup(optarg);
+      break;
+    case OPT_INSECURE_REGISTRY:
+      strvec_push(&o->registry.insecure, optarg);
+      break;
+    case OPT_TLS_CA_CERT:
+      free(o->registry.ca_cert);
+      o->registry.ca_cert = xstrdup(optarg);
       break;
     case OPT_ROOT:
       free(o->root);
@@ -366,6 +446,13 @@ static int options_parse(const char *cmd, const struct option *longopts, const c
   }
   if (argc - optind > 1)
     return usage_error(cmd, "\"%s\" takes one context, got %d", cmd, argc - optind);
+  if (o->push) {
+    if (!o->tags.n)
+      return usage_error(cmd, "--push needs a name to push: -t NAME");
+    for (size_t i = 0; i < o->tags.n; i++)
+      if (strvec_find(&o->push_names, o->tags.v[i]) < 0)
+        strvec_push(&o->push_names, o->tags.v[i]);
+  }
   if (argc - optind == 1)
     o->context = xstrdup(argv[optind]);
   return -1;
@@ -405,6 +492,7 @@ int builder_cmd_parse(int argc, char **argv, const char *root)
   int rc = options_parse("parse", parse_options, ":f:h", parse_usage, argc, argv, &o);
   if (rc >= 0)
     goto out;
+  o.plan_only = true;
   store = store_if_present(root);
   if (builder_plan_load(&o, store, &plan, &err) < 0) {
     builder_plan_release(&plan);

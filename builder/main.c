@@ -17,6 +17,10 @@ static const char main_usage[] =
     "  rmi        remove image names\n"
     "  tag        give an image another name\n"
     "  save       write images as an OCI tarball\n"
+    "  pull       pull an image from a registry into the store\n"
+    "  push       push an image of the store to a registry\n"
+    "  login      keep credentials for a registry\n"
+    "  logout     forget them\n"
     "  df         show what the store holds\n"
     "  prune      remove build cache no image needs\n"
     "  help       show this help\n"
@@ -81,7 +85,9 @@ int main(int argc, char **argv)
       { "images", builder_cmd_images },   { "inspect", builder_cmd_inspect },
       { "rmi", builder_cmd_rmi },         { "tag", builder_cmd_tag },
       { "save", builder_cmd_save },       { "df", builder_cmd_df },
-      { "prune", builder_cmd_prune },
+      { "prune", builder_cmd_prune },     { "pull", builder_cmd_pull },
+      { "push", builder_cmd_push },       { "login", builder_cmd_login },
+      { "logout", builder_cmd_logout },
     };
     for (size_t c = 0; c < CB_ARRAY_SIZE(commands); c++)
       if (strcmp(argv[i], commands[c].name) == 0)

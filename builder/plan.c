@@ -68,33 +68,52 @@ static int check_images(const struct parser_dockerfile *df, struct cb_error *err
   return 0;
 }
 
-/* The ENV of a base image in the store, when it is there. */
-static void image_env(struct cache_store *store, const char *name, struct parser_vars *scope)
+/*
+ * The ENV of a base image, found in the store or pulled as --pull says (a
+ * `cbuild parse` has no store, and then no ENV from images).
+ */
+static int image_env(const struct builder_options *o, struct cache_store *store,
+                     const struct parser_stage *st, struct parser_vars *scope,
+                     struct cb_error *err)
 {
   struct oci_descriptor desc;
   struct oci_manifest m;
   struct oci_config c;
-  struct cb_error ignored;
   cleanup_strbuf struct strbuf text = STRBUF_INIT;
   bool have_path = false;
-  if (!store || cache_tag_get(store, name, &desc, &ignored) != 0)
-    return;
+  int r;
+  r = !store ? 1
+             : builder_image_resolve(store, o->plan_only ? NULL : &o->registry, st->base,
+                                     st->platform ? st->platform : o->args.target_platform, &desc,
+                                     err);
+  if (r > 0 && o->plan_only) {
+    parser_vars_set(scope, "PATH", BUILDER_DEFAULT_PATH, PARSER_VAR_ENV);
+    return 0;
+  }
+  if (r > 0)
+    cb_error_set(err, "image \"%s\" is not in the local store (and --pull=never)", st->base);
+  if (r != 0)
+    return -1;
   memset(&m, 0, sizeof(m));
   memset(&c, 0, sizeof(c));
-  if (cache_blob_read(store, desc.digest, &text, &ignored) == 0 &&
-      oci_manifest_parse(text.buf, text.len, &m, &ignored) == 0) {
+  r = cache_blob_read(store, desc.digest, &text, err);
+  if (r == 0)
+    r = oci_manifest_parse(text.buf, text.len, &m, err);
+  if (r == 0) {
     strbuf_reset(&text);
-    if (cache_blob_read(store, m.config.digest, &text, &ignored) == 0 &&
-        oci_config_parse(text.buf, text.len, &c, &ignored) == 0) {
-      for (size_t i = 0; i < c.env.n; i++) {
-        cleanup_free char *k = xstrdup(c.env.v[i]);
-        char *eq = strchr(k, '=');
-        if (!eq)
-          continue;
-        *eq = '\0';
-        have_path |= strcmp(k, "PATH") == 0;
-        parser_vars_set(scope, k, eq + 1, PARSER_VAR_ENV);
-      }
+    r = cache_blob_read(store, m.config.digest, &text, err);
+  }
+  if (r == 0)
+    r = oci_config_parse(text.buf, text.len, &c, err);
+  if (r == 0) {
+    for (size_t i = 0; i < c.env.n; i++) {
+      cleanup_free char *k = xstrdup(c.env.v[i]);
+      char *eq = strchr(k, '=');
+      if (!eq)
+        continue;
+      *eq = '\0';
+      have_path |= strcmp(k, "PATH") == 0;
+      parser_vars_set(scope, k, eq + 1, PARSER_VAR_ENV);
     }
   }
   if (!have_path)
@@ -102,6 +121,43 @@ static void image_env(struct cache_store *store, const char *name, struct parser
   oci_config_release(&c);
   oci_manifest_release(&m);
   oci_descriptor_release(&desc);
+  return r < 0 ? cb_error_wrap(err, "image \"%s\"", st->base) : 0;
+}
+
+/* Make sure the images COPY --from and RUN --mount from= name are in the
+ * store, pulling them as --pull says. */
+static int step_images(const struct builder_options *o, struct cache_store *store,
+                       const struct parser_dockerfile *df, const struct parser_stage *st,
+                       const struct parser_step *steps, struct cb_error *err)
+{
+  for (size_t k = 0; store && !o->plan_only && k < st->n_steps; k++) {
+    const struct parser_step *step = &steps[k];
+    struct oci_descriptor d;
+    const char *name = step->from && step->from_stage < 0 ? step->from : NULL;
+    size_t m = 0;
+    for (;;) {
+      int r;
+      if (name) {
+        r = builder_image_resolve(store, &o->registry, name,
+                                  st->platform ? st->platform : o->args.target_platform, &d, err);
+        if (r == 0)
+          oci_descriptor_release(&d);
+        /* a missing image is the step's error, said when it runs */
+        if (r < 0)
+          return cb_error_wrap(err, "%s:%d: %s", df->file, step->line,
+                               step->instr == PARSER_RUN ? "RUN --mount" : "COPY --from");
+      }
+      name = NULL;
+      while (m < step->n_mounts && !name) {
+        if (step->mounts[m].from && step->mounts[m].from_stage < 0)
+          name = step->mounts[m].from;
+        m++;
+      }
+      if (!name)
+        break;
+    }
+  }
+  return 0;
 }
 
 int builder_plan_load(const struct builder_options *o, struct cache_store *store,
@@ -137,12 +193,18 @@ int builder_plan_load(const struct builder_options *o, struct cache_store *store
       parser_vars_copy(&plan->scopes[i], &plan->scopes[st->base_stage]);
     else if (st->base_scratch)
       parser_vars_set(&plan->scopes[i], "PATH", BUILDER_DEFAULT_PATH, PARSER_VAR_ENV);
-    else
-      image_env(store, st->base, &plan->scopes[i]);
+    else if (image_env(o, store, st, &plan->scopes[i], err) < 0) {
+      strvec_clear(&used);
+      return cb_error_wrap(err, "%s:%d: FROM", df->file, st->from ? st->from->line : 0);
+    }
     if (parser_stage_expand(df, (int)i, &o->args, &plan->scopes[i], &plan->steps[i], &used,
                             &pe) < 0) {
       strvec_clear(&used);
       return parser_fail(err, &pe);
+    }
+    if (step_images(o, store, df, st, plan->steps[i], err) < 0) {
+      strvec_clear(&used);
+      return -1;
     }
   }
   /* Global ARGs count as consumed too, as in docker build. */

@@ -390,7 +390,7 @@ static int from_snapshots(struct build_run *run, const struct parser_step *step,
                            pm->from);
     return 0;
   }
-  r = cache_tag_get(run->store, pm->from, &desc, err);
+  r = builder_image_resolve(run->store, NULL, pm->from, NULL, &desc, err);
   if (r < 0)
     return cb_error_wrap(err, "RUN --mount=%s", step->mount_specs.v[index]);
   if (r > 0)

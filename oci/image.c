@@ -991,3 +991,50 @@ fail:
   oci_config_release(c);
   return -1;
 }
+
+/* ---- platforms ---- */
+
+static bool variant_matches(const char *arch, const char *want, const char *have)
+{
+  if (!want || !*want)
+    return true;
+  if (have && *have)
+    return strcmp(want, have) == 0;
+  return strcmp(arch, "arm64") == 0 && strcmp(want, "v8") == 0;
+}
+
+int oci_index_select_platform(const struct oci_index *x, const char *platform,
+                              struct cb_error *err)
+{
+  cleanup_free char *os = NULL, *arch = NULL, *variant = NULL;
+  const char *s1 = strchr(platform, '/'), *s2 = s1 ? strchr(s1 + 1, '/') : NULL;
+  cleanup_strbuf struct strbuf have = STRBUF_INIT;
+  int loose = -1;
+  if (!s1)
+    return cb_error_set(err, "invalid platform \"%s\": want os/arch[/variant]", platform);
+  os = xstrndup(platform, (size_t)(s1 - platform));
+  arch = s2 ? xstrndup(s1 + 1, (size_t)(s2 - s1 - 1)) : xstrdup(s1 + 1);
+  variant = s2 ? xstrdup(s2 + 1) : NULL;
+  for (size_t i = 0; i < x->n_manifests; i++) {
+    const struct oci_descriptor *d = &x->manifests[i];
+    if (!d->platform_os || !d->platform_arch || strcmp(d->platform_os, os) != 0 ||
+        strcmp(d->platform_arch, arch) != 0 || !variant_matches(arch, variant, d->platform_variant))
+      continue;
+    if (variant || !d->platform_variant || !*d->platform_variant)
+      return (int)i;
+    if (loose < 0)
+      loose = (int)i;
+  }
+  if (loose >= 0)
+    return loose;
+  for (size_t i = 0; i < x->n_manifests && have.len < 400; i++) {
+    const struct oci_descriptor *d = &x->manifests[i];
+    if (!d->platform_os || !d->platform_arch || strcmp(d->platform_os, "unknown") == 0)
+      continue;
+    strbuf_addf(&have, "%s%.40s/%.40s%s%.40s", have.len ? ", " : "", d->platform_os,
+                d->platform_arch, d->platform_variant && *d->platform_variant ? "/" : "",
+                d->platform_variant ? d->platform_variant : "");
+  }
+  return cb_error_set(err, "no image for platform \"%s\" (the index has: %s)", platform,
+                      have.len ? have.buf : "none");
+}

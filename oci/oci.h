@@ -369,6 +369,16 @@ struct oci_index {
 void oci_index_release(struct oci_index *x);
 char *oci_index_json(const struct oci_index *x);
 int oci_index_parse(const char *json, size_t n, struct oci_index *x, struct cb_error *err);
+/*
+ * The entry of an index for platform ("os/arch[/variant]"), as Docker
+ * chooses it: os and architecture equal; a variant asked for must match,
+ * except that arm64 entries without one count as "v8"; asked without a
+ * variant, an exact match (no variant) wins over the first with one.
+ * Entries without a platform (attestations) never match.  Returns the
+ * entry's position, or -1 with err listing the platforms there are.
+ */
+int oci_index_select_platform(const struct oci_index *x, const char *platform,
+                              struct cb_error *err);
 
 /* ---- archives images travel in ---- */
 
@@ -424,5 +434,140 @@ int oci_layout_write_dir(const char *dir, const struct oci_archive_image *images
  */
 int oci_docker_archive_write(int fd, const struct oci_archive_image *images, size_t n,
                              const struct oci_blob_source *src, struct cb_error *err);
+
+/* ---- registry credentials (auth.c) ----
+ *
+ * Where `docker login`, `podman login` and `cbuild login` keep what they
+ * are given.  A lookup for a registry ("docker.io", "localhost:5000") reads,
+ * in order, the first of these that exists:
+ *
+ *   the authfile argument (--authfile), else $REGISTRY_AUTH_FILE
+ *   the containers auth.json: $XDG_RUNTIME_DIR/containers/auth.json (or
+ *     /run/containers/0/auth.json for root without XDG_RUNTIME_DIR), then
+ *     ~/.config/containers/auth.json
+ *   Docker's config: $DOCKER_CONFIG/config.json, else ~/.docker/config.json
+ *
+ * In a file, credHelpers[registry] names a `docker-credential-NAME` program
+ * (called with "get" and the server on stdin, answering JSON Username and
+ * Secret), then auths[key] holds a base64 "user:password" in "auth" (or
+ * "username" and "password", or an "identitytoken"), then credsStore names
+ * the helper for every other registry.  Keys are matched as Docker matches
+ * them: "host", "https://host", "http://host", any path after the host
+ * ignored; Docker Hub's key is "https://index.docker.io/v1/".  A file that
+ * is present but has nothing for the registry does not stop the search.
+ */
+struct oci_credentials {
+  char *username; /* "<token>" when password is an identity token */
+  char *password;
+};
+
+#define OCI_CREDENTIALS_INIT { NULL, NULL }
+
+/* 0 found (c filled), 1 nothing for this registry, -1 a file is unreadable
+ * or malformed, or a helper failed (err names it). */
+int oci_credentials_lookup(const char *registry, const char *authfile,
+                           struct oci_credentials *c, struct cb_error *err);
+void oci_credentials_release(struct oci_credentials *c);
+
+/*
+ * `cbuild login`: keep c for registry in authfile, else $REGISTRY_AUTH_FILE,
+ * else Docker's config (through its credHelpers/credsStore when it names
+ * one).  Other entries and keys of the file are kept; it is replaced
+ * atomically, mode 0600, its directory created when missing.
+ */
+int oci_credentials_store(const char *registry, const char *authfile,
+                          const struct oci_credentials *c, struct cb_error *err);
+/* `cbuild logout`: remove them from the same place; 0 removed, 1 there
+ * were none, -1 error. */
+int oci_credentials_erase(const char *registry, const char *authfile, struct cb_error *err);
+
+/* ---- registries (registry.c) ----
+ *
+ * A client of one repository of a registry, speaking the distribution API
+ * (v2) through libcurl.  Creating it asks GET /v2/ once, which settles the
+ * scheme and how the registry authenticates:
+ *
+ *  - HTTPS with verified TLS, the system CAs plus options.ca_cert.  Plain
+ *    HTTP (after HTTPS failed to connect) and unverified TLS only for
+ *    localhost, 127.0.0.0/8, ::1 and the hosts in options.insecure, as
+ *    Docker allows them.
+ *  - Anonymous access, Basic auth, and Bearer tokens from the challenge's
+ *    realm/service for each scope ("repository:app:pull",
+ *    "repository:app:pull,push"), fetched once per scope and reused;
+ *    credentials come from oci_credentials_lookup() when first needed.
+ *  - Connection errors, 429 and 5xx are retried with exponential backoff
+ *    (Retry-After honoured); a 4xx is reported at once with the registry's
+ *    own error message.  Every manifest and blob read is checked against
+ *    its digest while it streams; a mismatch is an error, never retried.
+ *
+ * Docker Hub ("docker.io") is reached at registry-1.docker.io.  The client
+ * may be shared by threads (transfers run in parallel); each call has its
+ * own connection, all of them sharing a connection cache.
+ */
+struct oci_registry_options {
+  const struct strvec *insecure; /* --insecure-registry: host[:port] */
+  const char *ca_cert;           /* --tls-ca-cert: a PEM file, or NULL */
+  const char *authfile;          /* --authfile, or NULL (see above) */
+  const struct oci_credentials *credentials; /* these instead of a lookup (login) */
+  int retries;                   /* after the first try; < 0: the default (4) */
+  const char *user_agent;
+};
+
+struct oci_registry;
+
+/* Transfer progress: bytes done of total (-1: unknown). */
+typedef void (*oci_progress_fn)(void *data, int64_t done, int64_t total);
+
+struct oci_registry *oci_registry_new(const char *registry, const char *repository,
+                                      const struct oci_registry_options *o,
+                                      struct cb_error *err);
+void oci_registry_free(struct oci_registry *r);
+/* "127.0.0.1:5000/app", for messages. */
+const char *oci_registry_name(const struct oci_registry *r);
+/* Whether the registry accepts the client's credentials (`cbuild login`):
+ * an authenticated GET /v2/ (through a token when it wants Bearer). */
+int oci_registry_check_login(struct oci_registry *r, struct cb_error *err);
+
+/* The manifest media types a GET accepts: OCI and Docker schema 2 manifests,
+ * indexes and manifest lists. */
+bool oci_media_type_is_index(const char *media_type);
+bool oci_media_type_is_manifest(const char *media_type);
+
+/*
+ * GET the manifest or index `reference` (a tag or a digest), at most 4 MiB:
+ * body, its media type (Content-Type, else the JSON's mediaType) and its
+ * digest, which must equal the reference when that is a digest.  Returns 0,
+ * 1 when the registry has no such manifest, -1 on error.
+ */
+int oci_registry_manifest_get(struct oci_registry *r, const char *reference,
+                              struct strbuf *body, char **media_type,
+                              char digest[OCI_DIGEST_SIZE], struct cb_error *err);
+/* PUT a manifest or index under reference (a tag or its digest) with its
+ * media type; digest_out (may be NULL) gets the digest the registry
+ * reports, which must be the body's. */
+int oci_registry_manifest_put(struct oci_registry *r, const char *reference,
+                              const char *media_type, const void *body, size_t n,
+                              char digest_out[OCI_DIGEST_SIZE], struct cb_error *err);
+
+/* GET a blob into fd (from its current offset, which it must be able to
+ * truncate back to on a retry), following redirects, checked against
+ * digest and, when >= 0, size. */
+int oci_registry_blob_get(struct oci_registry *r, const char *digest, int64_t size, int fd,
+                          oci_progress_fn progress, void *progress_data, struct cb_error *err);
+/* HEAD: 0 the registry has the blob, 1 it does not, -1 error. */
+int oci_registry_blob_exists(struct oci_registry *r, const char *digest, struct cb_error *err);
+/* Mount a blob from another repository of the same registry: 0 mounted, 1
+ * the registry declined (upload it instead), -1 error. */
+int oci_registry_blob_mount(struct oci_registry *r, const char *digest,
+                            const char *from_repository, struct cb_error *err);
+/*
+ * Upload size bytes of fd (read with pread from offset 0) as blob digest:
+ * up to OCI_REGISTRY_CHUNK in one PUT, larger blobs in PATCH chunks of that
+ * size, then the closing PUT.  Each request is retried in place; an upload
+ * session the registry lost (404, 416) starts over once.
+ */
+#define OCI_REGISTRY_CHUNK ((int64_t)32 << 20)
+int oci_registry_blob_put(struct oci_registry *r, const char *digest, int64_t size, int fd,
+                          oci_progress_fn progress, void *progress_data, struct cb_error *err);
 
 #endif

@@ -54,7 +54,7 @@ expect_rc "COPY --from an image of the local store" 0
 run_cbuild build --root "$R" -t fromimg --progress plain "$I"
 check "... is cached by that image" grep -q "^#1 CACHED" "$TMP/err"
 printf 'FROM scratch\nCOPY --from=nosuchimage /x /x\n' >"$I/Dockerfile"
-run_cbuild build --root "$R" "$I"
+run_cbuild build --root "$R" --pull=never "$I"
 expect_err "COPY --from an unknown name fails, naming it" "--from=nosuchimage"
 
 # Two independent stages, each busy for a while, built at the same time:

@@ -148,7 +148,7 @@ build_in bad "$C"
 expect_err "\"..\" does not climb out of the context" \
   'source "etc" in the build context: No such file or directory'
 printf 'FROM busybox\nRUN --mount=type=bind,from=no-such-image,target=/x true\n' >"$C/Dockerfile"
-build_in bad "$C"
+build_in bad "$C" --pull=never
 expect_err "from= naming nothing is an error" \
   'Dockerfile:2: RUN --mount=type=bind,from=no-such-image,target=/x: from=no-such-image names no stage, and no image of the local store'
 printf 'FROM busybox\nRUN --mount=type=tmpfs,target=/ true\n' >"$C/Dockerfile"
