@@ -23,6 +23,7 @@ void stage_state_release(struct stage_state *st)
   free(st->layers);
   if (st->view_ready)
     fsview_release(&st->view);
+  strvec_clear(&st->keys);
   memset(st, 0, sizeof(*st));
 }
 
@@ -336,6 +337,7 @@ static int cached_step(struct build_run *run, int stage, size_t index,
       if (r < 0)
         goto out;
       memcpy(st->key, key, sizeof(st->key));
+      strvec_push(&st->keys, key);
       if (run->o->explain_cache)
         progress_step_note(p, id, "cache hit: the same inputs as before");
       rc = 1;
@@ -361,6 +363,7 @@ static int cached_step(struct build_run *run, int stage, size_t index,
   if (r < 0)
     goto out;
   memcpy(st->key, key, sizeof(st->key));
+  strvec_push(&st->keys, key);
   rc = 0;
 out:
   step_inputs_release(&in);
@@ -722,6 +725,7 @@ int builder_build(const struct builder_options *o, struct builder_plan *plan,
 {
   struct build_run run;
   struct built_image img;
+  struct cache_import *imported = NULL;
   const struct parser_dockerfile *df = plan->df;
   int64_t now;
   int rc = -1;
@@ -744,6 +748,8 @@ int builder_build(const struct builder_options *o, struct builder_plan *plan,
   cache_steps_tidy(store);
   if (context_open(&run.ctx, o->context, err) < 0)
     goto out;
+  if (builder_cache_import(&run, &imported, err) < 0)
+    goto out;
 
   if (build_stages(&run, p, err) < 0)
     goto out;
@@ -756,6 +762,15 @@ int builder_build(const struct builder_options *o, struct builder_plan *plan,
     if (commit_image(&run, &run.stages[df->target], &img, err) < 0) {
       progress_step_error(p, id, "%s", err->msg);
       goto out;
+    }
+    /* an imported cache's layers the image holds come in now, not later */
+    for (size_t i = 0; imported && i < img.parsed.n_layers; i++) {
+      int fd = cache_blob_open(store, img.parsed.layers[i].digest, NULL, err);
+      if (fd < 0) {
+        progress_step_error(p, id, "%s", err->msg);
+        goto out;
+      }
+      close(fd);
     }
     progress_step_note(p, id, "writing image %s", img.config_digest);
     for (size_t i = 0; i < o->n_outputs; i++) {
@@ -781,6 +796,8 @@ int builder_build(const struct builder_options *o, struct builder_plan *plan,
     }
     progress_step_done(p, id);
   }
+  if (builder_cache_export(&run, p, err) < 0)
+    goto out;
   for (size_t i = 0; i < o->push_names.n; i++) {
     const char *name = o->push_names.v[i];
     char digest[OCI_DIGEST_SIZE];
@@ -800,6 +817,7 @@ int builder_build(const struct builder_options *o, struct builder_plan *plan,
   memcpy(image_id, img.config_digest, OCI_DIGEST_SIZE);
   rc = 0;
 out:
+  builder_cache_import_end(&run, imported);
   built_image_release(&img);
   for (size_t i = 0; i < df->n_stages; i++)
     stage_state_release(&run.stages[i]);

@@ -68,6 +68,7 @@ struct stage_state {
   char key[OCI_DIGEST_SIZE]; /* the cache key of the last step (or the base) */
   struct fsview view;
   bool view_ready;
+  struct strvec keys; /* the cache keys of its steps, in order */
 };
 
 void stage_state_release(struct stage_state *st);
@@ -105,6 +106,17 @@ struct build_run {
   pthread_mutex_t net_lock;
 };
 
+/*
+ * Shared caches (cache-share.c): import every --cache-from before the
+ * stages are built (their entries join the store's step cache, their
+ * layers are fetched only when a step or the image needs them), export
+ * every --cache-to after.  builder_cache_import_end() stops the fetching.
+ */
+struct cache_import;
+int builder_cache_import(struct build_run *run, struct cache_import **out, struct cb_error *err);
+void builder_cache_import_end(struct build_run *run, struct cache_import *ci);
+int builder_cache_export(struct build_run *run, struct progress *p, struct cb_error *err);
+
 /* The build's network namespace for RUN, made on first use. */
 int builder_netns(struct build_run *run, struct runner_netns **out, struct cb_error *err);
 
@@ -119,10 +131,13 @@ int builder_copy(struct build_run *run, int stage, const struct parser_step *ste
                  struct cb_error *err);
 
 /* The same in two halves, for the cache: prepare finds every source (and
- * downloads URLs, unpacks archives); commit writes the layer. */
+ * downloads URLs, unpacks archives); commit writes the layer.  With
+ * for_key, prepare does not read the image to learn whether a destination
+ * without a final '/' is a directory (the key needs no answer: the
+ * parent's key fixes it); commit asks, and prepares again when it is. */
 struct copy_prep;
 int builder_copy_prepare(struct build_run *run, int stage, const struct parser_step *step,
-                         struct copy_prep **out, struct cb_error *err);
+                         bool for_key, struct copy_prep **out, struct cb_error *err);
 /* One line per file the step copies, "name\tdigest", sorted by
  * destination: the digest covers type, mode, owner, link target, xattrs
  * and content (through the stat cache for context files), not mtimes. */

@@ -82,6 +82,28 @@ int builder_image_resolve(struct cache_store *store, const struct builder_regist
  */
 int builder_push(struct cache_store *store, const struct builder_registry *reg, const char *name,
                  const char *dest, char digest[OCI_DIGEST_SIZE], struct cb_error *err);
+/* The same for a manifest of the store given by its descriptor. */
+int builder_push_manifest(struct cache_store *store, const struct builder_registry *reg,
+                          const struct oci_descriptor *desc, const char *dest,
+                          char digest[OCI_DIGEST_SIZE], struct cb_error *err);
+
+/*
+ * --cache-to / --cache-from: the step cache shared through a registry
+ * (type=registry,ref=REF) or an OCI layout directory (type=local,dest=DIR
+ * to write, src=DIR to read).  mode=min (the default) exports the steps
+ * of the target image, mode=max those of every stage built.
+ */
+struct builder_cache_spec {
+  char *ref;  /* type=registry */
+  char *dir;  /* type=local */
+  bool max;
+};
+
+/* Parse a --cache-to (`to`) or --cache-from value; a bare REF means
+ * type=registry,ref=REF. */
+int builder_cache_spec_parse(const char *spec, bool to, struct builder_cache_spec *c,
+                             struct cb_error *err);
+void builder_cache_spec_release(struct builder_cache_spec *c);
 
 struct builder_options {
   char *context;         /* the build context directory */
@@ -104,6 +126,10 @@ struct builder_options {
   size_t n_secrets;
   struct builder_registry registry; /* --pull, --platform, --insecure-registry, ... */
   bool push;                      /* --push: push every -t name after the build */
+  struct builder_cache_spec *cache_to;   /* --cache-to, repeatable */
+  size_t n_cache_to;
+  struct builder_cache_spec *cache_from; /* --cache-from, repeatable */
+  size_t n_cache_from;
   bool plan_only;                 /* cbuild parse: no pulls; an image missing
                                      from the store lends no ENV */
   struct strvec push_names;       /* what to push once built: --push's tags and

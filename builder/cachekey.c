@@ -155,7 +155,7 @@ int step_inputs_collect(struct build_run *run, int stage, const struct parser_st
     strvec_pushf(&in->files, "%s\t%s", step->args.v[0], step->checksum);
     return 0;
   }
-  if (builder_copy_prepare(run, stage, step, &in->copy, err) < 0)
+  if (builder_copy_prepare(run, stage, step, true, &in->copy, err) < 0)
     return -1;
   /* stages in parallel share the context's stat cache */
   pthread_mutex_lock(&run->stat_lock);

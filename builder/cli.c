@@ -44,6 +44,11 @@ static const char build_usage[] =
     "                            containers auth.json, ~/.docker/config.json)\n"
     "      --insecure-registry HOST[:PORT]  allow plain HTTP and unverified TLS\n"
     "      --tls-ca-cert FILE    trust this CA too for registries\n"
+    "      --cache-to SPEC       export the step cache: type=registry,ref=REF or\n"
+    "                            type=local,dest=DIR, with mode=min (the target's\n"
+    "                            steps, default) or mode=max (every stage's)\n"
+    "      --cache-from SPEC     import one: type=registry,ref=REF (or just REF) or\n"
+    "                            type=local,src=DIR (repeatable)\n"
     "      --network MODE        RUN's network: default (outbound, own namespace),\n"
     "                            none or host\n"
     "      --memory SIZE         memory limit of each RUN step (e.g. 512m)\n"
@@ -94,6 +99,8 @@ enum {
   OPT_AUTHFILE,
   OPT_INSECURE_REGISTRY,
   OPT_TLS_CA_CERT,
+  OPT_CACHE_TO,
+  OPT_CACHE_FROM,
 };
 
 static const struct option build_options[] = {
@@ -125,6 +132,8 @@ static const struct option build_options[] = {
   { "authfile", required_argument, NULL, OPT_AUTHFILE },
   { "insecure-registry", required_argument, NULL, OPT_INSECURE_REGISTRY },
   { "tls-ca-cert", required_argument, NULL, OPT_TLS_CA_CERT },
+  { "cache-to", required_argument, NULL, OPT_CACHE_TO },
+  { "cache-from", required_argument, NULL, OPT_CACHE_FROM },
   { "help", no_argument, NULL, 'h' },
   { NULL, 0, NULL, 0 },
 };
@@ -176,6 +185,12 @@ void builder_options_release(struct builder_options *o)
   free(o->progress);
   builder_registry_release(&o->registry);
   strvec_clear(&o->push_names);
+  for (size_t i = 0; i < o->n_cache_to; i++)
+    builder_cache_spec_release(&o->cache_to[i]);
+  free(o->cache_to);
+  for (size_t i = 0; i < o->n_cache_from; i++)
+    builder_cache_spec_release(&o->cache_from[i]);
+  free(o->cache_from);
   memset(o, 0, sizeof(*o));
 }
 
@@ -365,6 +380,17 @@ static int options_parse(const char *cmd, const struct option *longopts, const c
       free(o->registry.platform);
       o->registry.platform = xstrdup(optarg);
       o->args.target_platform = o->registry.platform;
+      break;
+    }
+    case OPT_CACHE_TO:
+    case OPT_CACHE_FROM: {
+      bool to = c == OPT_CACHE_TO;
+      struct builder_cache_spec **v = to ? &o->cache_to : &o->cache_from;
+      size_t *n = to ? &o->n_cache_to : &o->n_cache_from;
+      *v = xreallocarray(*v, *n + 1, sizeof(**v));
+      if (builder_cache_spec_parse(optarg, to, &(*v)[*n], &err) < 0)
+        return usage_error(cmd, "%s", err.msg);
+      (*n)++;
       break;
     }
     case OPT_AUTHFILE:

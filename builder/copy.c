@@ -1007,10 +1007,14 @@ static int copy_path(struct copy_op *op, int rootfd, const char *src, bool dest_
 
 struct copy_prep {
   struct copy_op op;
+  int stage;
+  /* for_key: the destination, taken for a file name without looking in
+   * the image whether it is a directory (the parent's key settles that) */
+  char *dest_unchecked;
 };
 
 int builder_copy_prepare(struct build_run *run, int stage, const struct parser_step *step,
-                         struct copy_prep **out, struct cb_error *err)
+                         bool for_key, struct copy_prep **out, struct cb_error *err)
 {
   struct copy_prep *cp = xcalloc(1, sizeof(*cp));
   struct copy_op *op = &cp->op;
@@ -1023,6 +1027,7 @@ int builder_copy_prepare(struct build_run *run, int stage, const struct parser_s
   int rc = -1;
 
   *out = cp;
+  cp->stage = stage;
   op->run = run;
   op->st = &run->stages[stage];
   op->step = step;
@@ -1093,7 +1098,10 @@ int builder_copy_prepare(struct build_run *run, int stage, const struct parser_s
              step->args.v[step->args.n - 1]);
     goto out;
   }
-  if (!dest_dir && strcmp(dest, ".") != 0) {
+  if (!dest_dir && strcmp(dest, ".") != 0 && for_key) {
+    /* the image's layers are not read until the step has to run */
+    cp->dest_unchecked = xstrdup(dest);
+  } else if (!dest_dir && strcmp(dest, ".") != 0) {
     const struct fsview_node *node;
     if (fsview_lookup(stage_view(op->st, run->store), dest, &node, err) < 0)
       goto out;
@@ -1127,6 +1135,21 @@ out:
 
 int builder_copy_commit(struct copy_prep *cp, struct cb_error *err)
 {
+  if (cp->dest_unchecked) {
+    const struct fsview_node *node;
+    struct copy_op *op = &cp->op;
+    if (fsview_lookup(stage_view(op->st, op->run->store), cp->dest_unchecked, &node, err) < 0)
+      return -1;
+    if (node && S_ISDIR(node->mode)) {
+      /* keyed as a file name, it is a directory: the sources go inside */
+      struct copy_prep *again = NULL;
+      int rc = builder_copy_prepare(op->run, cp->stage, op->step, false, &again, err);
+      if (rc == 0)
+        rc = write_layer(&again->op, err);
+      builder_copy_free(again);
+      return rc;
+    }
+  }
   return write_layer(&cp->op, err);
 }
 
@@ -1136,6 +1159,7 @@ void builder_copy_free(struct copy_prep *cp)
     return;
   items_free(&cp->op);
   cleanup_tmpdirs(&cp->op);
+  free(cp->dest_unchecked);
   free(cp);
 }
 
@@ -1143,7 +1167,7 @@ int builder_copy(struct build_run *run, int stage, const struct parser_step *ste
                  struct cb_error *err)
 {
   struct copy_prep *cp = NULL;
-  int rc = builder_copy_prepare(run, stage, step, &cp, err);
+  int rc = builder_copy_prepare(run, stage, step, false, &cp, err);
   if (rc == 0)
     rc = builder_copy_commit(cp, err);
   builder_copy_free(cp);

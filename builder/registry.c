@@ -494,31 +494,23 @@ done:
   return 0;
 }
 
-int builder_push(struct cache_store *store, const struct builder_registry *reg, const char *name,
-                 const char *dest, char digest[OCI_DIGEST_SIZE], struct cb_error *err)
+int builder_push_manifest(struct cache_store *store, const struct builder_registry *reg,
+                          const struct oci_descriptor *desc, const char *dest,
+                          char digest[OCI_DIGEST_SIZE], struct cb_error *err)
 {
   struct oci_reference ref;
-  struct oci_descriptor desc;
   struct oci_manifest m;
   struct oci_registry *client = NULL;
   cleanup_strbuf struct strbuf body = STRBUF_INIT;
   cleanup_free char *display = NULL;
   struct oci_descriptor *blobs = NULL;
-  int r, ret = -1;
+  int ret = -1;
 
-  if (!dest)
-    dest = name;
   memset(&m, 0, sizeof(m));
-  memset(&desc, 0, sizeof(desc));
   if (oci_reference_parse(dest, &ref, err) < 0)
     return cb_error_wrap(err, "push");
   display = oci_reference_familiar(&ref);
-  r = builder_image_resolve(store, NULL, name, NULL, &desc, err);
-  if (r > 0)
-    cb_error_set(err, "no image \"%s\" in the store", name);
-  if (r != 0)
-    goto out;
-  if (cache_blob_read(store, desc.digest, &body, err) < 0 ||
+  if (cache_blob_read(store, desc->digest, &body, err) < 0 ||
       oci_manifest_parse(body.buf, body.len, &m, err) < 0)
     goto out;
   client = client_new(reg, &ref, err);
@@ -528,13 +520,12 @@ int builder_push(struct cache_store *store, const struct builder_registry *reg, 
   for (size_t i = 0; i < m.n_layers; i++)
     blobs[i] = m.layers[i];
   blobs[m.n_layers] = m.config;
-  r = transfer_all(store, client, &ref, reg, "push", display, blobs, m.n_layers + 1, push_blob,
-                   err);
-  if (r < 0)
+  if (transfer_all(store, client, &ref, reg, "push", display, blobs, m.n_layers + 1, push_blob,
+                   err) < 0)
     goto out;
   /* the manifest last, under the tag (or its own digest) */
   if (oci_registry_manifest_put(client, ref.digest && !ref.tag ? ref.digest : ref.tag,
-                                desc.media_type ? desc.media_type : OCI_MEDIA_TYPE_MANIFEST,
+                                desc->media_type ? desc->media_type : OCI_MEDIA_TYPE_MANIFEST,
                                 body.buf, body.len, digest, err) < 0)
     goto out;
   if (ref.digest && strcmp(ref.digest, digest) != 0) {
@@ -547,8 +538,21 @@ out:
     cb_error_wrap(err, "push \"%s\"", display ? display : dest);
   free(blobs);
   oci_manifest_release(&m);
-  oci_descriptor_release(&desc);
   oci_registry_free(client);
   oci_reference_release(&ref);
   return ret;
+}
+
+int builder_push(struct cache_store *store, const struct builder_registry *reg, const char *name,
+                 const char *dest, char digest[OCI_DIGEST_SIZE], struct cb_error *err)
+{
+  struct oci_descriptor desc;
+  int r = builder_image_resolve(store, NULL, name, NULL, &desc, err);
+  if (r > 0)
+    cb_error_set(err, "no image \"%s\" in the store", name);
+  if (r != 0)
+    return cb_error_wrap(err, "push \"%s\"", dest ? dest : name);
+  r = builder_push_manifest(store, reg, &desc, dest ? dest : name, digest, err);
+  oci_descriptor_release(&desc);
+  return r;
 }

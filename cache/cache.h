@@ -63,10 +63,26 @@ void cache_blob_abort(struct cache_store *s, int fd, const char *path);
 int cache_blob_put(struct cache_store *s, const void *data, size_t n, char out[OCI_DIGEST_SIZE],
                    struct cb_error *err);
 bool cache_blob_exists(struct cache_store *s, const char *digest);
-/* Open a blob for reading; *size gets its size.  Not checked: for that,
- * cache_blob_verify() or the blob source below. */
+/* Open a blob for reading (fetched from the remote, below, when missing);
+ * *size gets its size.  Not checked: for that, cache_blob_verify() or the
+ * blob source below. */
 int cache_blob_open(struct cache_store *s, const char *digest, int64_t *size,
                     struct cb_error *err);
+/*
+ * Where blobs the store lacks may come from for a while (a build importing
+ * a shared cache): has() says whether the remote holds a digest, fetch()
+ * writes that blob to fd (0, 1 when it has none after all, -1 with err).
+ * cache_blob_open() fetches a missing blob through it, one at a time, and
+ * checks it against its digest before it enters the store.  NULL unsets.
+ */
+struct cache_remote {
+  bool (*has)(void *data, const char *digest);
+  int (*fetch)(void *data, const char *digest, int fd, struct cb_error *err);
+  void *data;
+};
+void cache_store_set_remote(struct cache_store *s, const struct cache_remote *r);
+/* Whether the store has the blob, or its remote. */
+bool cache_blob_available(struct cache_store *s, const char *digest);
 /* Check a blob against its digest; a bad blob is removed and reported. */
 int cache_blob_verify(struct cache_store *s, const char *digest, struct cb_error *err);
 /* Read a (small, JSON) blob whole, checked. */
@@ -133,6 +149,11 @@ int cache_entry_get(struct cache_store *s, const char *key, struct cache_entry *
 int cache_entry_put(struct cache_store *s, const char *key, const struct cache_entry *e,
                     struct cb_error *err);
 void cache_entry_release(struct cache_entry *e);
+/* An entry as the JSON the store keeps it in (NULL when e->config is not
+ * JSON), and back: an entry read is checked as a stored one is, -1 when it
+ * is not sound; *key gets its key (to free). */
+char *cache_entry_to_json(const char *key, const struct cache_entry *e);
+int cache_entry_from_json(const char *json, size_t n, char **key, struct cache_entry *e);
 /* Remove what crashed writers left. */
 void cache_steps_tidy(struct cache_store *s);
 

@@ -152,32 +152,36 @@ static json_t *descriptor_json(const struct oci_descriptor *d)
                    (json_int_t)d->size);
 }
 
-int cache_entry_put(struct cache_store *s, const char *key, const struct cache_entry *e,
-                    struct cb_error *err)
+char *cache_entry_to_json(const char *key, const struct cache_entry *e)
 {
-  const char *hex = key_hex(key);
-  json_t *root;
-  cleanup_free char *text = NULL;
-  cleanup_close int dirfd = -1;
-  if (hex == NULL)
-    return cb_error_set(err, "write a cache entry: invalid key \"%s\"", key);
-  root = json_pack("{s:s, s:o, s:s?}", "key", key,
+  json_t *root, *config;
+  char *text;
+  config = json_loads(e->config, 0, NULL);
+  if (config == NULL)
+    return NULL;
+  root = json_pack("{s:s, s:o, s:s?, s:o}", "key", key,
                    "layer", e->layer.digest ? descriptor_json(&e->layer) : json_null(),
-                   "diff_id", e->diff_id);
+                   "diff_id", e->diff_id, "config", config);
   if (root == NULL)
     cb_die("out of memory");
-  {
-    json_t *config = json_loads(e->config, 0, NULL);
-    if (config == NULL) {
-      json_decref(root);
-      return cb_error_set(err, "write a cache entry: the config is not JSON");
-    }
-    json_object_set_new(root, "config", config);
-  }
   text = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
   json_decref(root);
   if (text == NULL)
     cb_die("out of memory");
+  return text;
+}
+
+int cache_entry_put(struct cache_store *s, const char *key, const struct cache_entry *e,
+                    struct cb_error *err)
+{
+  const char *hex = key_hex(key);
+  cleanup_free char *text = NULL;
+  cleanup_close int dirfd = -1;
+  if (hex == NULL)
+    return cb_error_set(err, "write a cache entry: invalid key \"%s\"", key);
+  text = cache_entry_to_json(key, e);
+  if (text == NULL)
+    return cb_error_set(err, "write a cache entry: the config is not JSON");
   dirfd = open_cache_dir(s, "steps", err);
   if (dirfd < 0)
     return -1;
@@ -211,6 +215,21 @@ static int entry_parse(json_t *root, const char *key, struct cache_entry *e)
   return 0;
 }
 
+int cache_entry_from_json(const char *json, size_t n, char **key, struct cache_entry *e)
+{
+  json_t *root = json_loadb(json, n, 0, NULL);
+  const char *k = root ? json_string_value(json_object_get(root, "key")) : NULL;
+  int r = -1;
+  memset(e, 0, sizeof(*e));
+  *key = NULL;
+  if (k && key_hex(k) && entry_parse(root, k, e) == 0) {
+    *key = xstrdup(k);
+    r = 0;
+  }
+  json_decref(root);
+  return r;
+}
+
 int cache_entry_get(struct cache_store *s, const char *key, struct cache_entry *e,
                     struct cb_error *err)
 {
@@ -237,8 +256,8 @@ int cache_entry_get(struct cache_store *s, const char *key, struct cache_entry *
     unlinkat(dirfd, hex, 0);
     return 1;
   }
-  /* the layer must still be there */
-  if (e->layer.digest && !cache_blob_exists(s, e->layer.digest)) {
+  /* the layer must still be there (or come with an imported cache) */
+  if (e->layer.digest && !cache_blob_available(s, e->layer.digest)) {
     cache_entry_release(e);
     return 1;
   }

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -33,6 +34,8 @@ struct cache_store {
   int blobs_fd; /* ROOT/blobs/sha256 */
   int tmp_fd;   /* ROOT/tmp */
   struct oci_checked_source checked; /* for cache_blob_source() */
+  struct cache_remote remote;        /* has == NULL: none */
+  pthread_mutex_t remote_lock;       /* one fetch at a time */
 };
 
 static int blob_source_open_unchecked(void *data, const char *digest, int64_t *size,
@@ -279,6 +282,7 @@ struct cache_store *cache_store_open(const char *root, struct cb_error *err)
   s = xcalloc(1, sizeof(*s));
   s->root = xstrdup(root);
   s->root_fd = s->blobs_fd = s->tmp_fd = -1;
+  pthread_mutex_init(&s->remote_lock, NULL);
   s->checked.open_unchecked = blob_source_open_unchecked;
   s->checked.corrupt = blob_source_corrupt;
   s->checked.data = s;
@@ -329,6 +333,7 @@ void cache_store_close(struct cache_store *s)
 {
   if (s == NULL)
     return;
+  pthread_mutex_destroy(&s->remote_lock);
   if (s->root_fd >= 0)
     close(s->root_fd);
   if (s->blobs_fd >= 0)
@@ -497,6 +502,49 @@ int cache_blob_put(struct cache_store *s, const void *data, size_t n, char out[O
   return cache_blob_commit(s, fd, path, out, true, err);
 }
 
+void cache_store_set_remote(struct cache_store *s, const struct cache_remote *r)
+{
+  pthread_mutex_lock(&s->remote_lock);
+  if (r)
+    s->remote = *r;
+  else
+    memset(&s->remote, 0, sizeof(s->remote));
+  pthread_mutex_unlock(&s->remote_lock);
+}
+
+bool cache_blob_available(struct cache_store *s, const char *digest)
+{
+  bool has;
+  if (cache_blob_exists(s, digest))
+    return true;
+  pthread_mutex_lock(&s->remote_lock);
+  has = s->remote.has && s->remote.has(s->remote.data, digest);
+  pthread_mutex_unlock(&s->remote_lock);
+  return has;
+}
+
+/* Bring a missing blob in from the remote: 0 done, 1 it has none, -1 error. */
+static int remote_fetch(struct cache_store *s, const char *digest, struct cb_error *err)
+{
+  cleanup_free char *path = NULL;
+  int fd, r = 1;
+  pthread_mutex_lock(&s->remote_lock);
+  /* another thread may have fetched it meanwhile */
+  if (cache_blob_exists(s, digest))
+    r = 0;
+  else if (s->remote.has && s->remote.has(s->remote.data, digest)) {
+    fd = cache_blob_create(s, &path, err);
+    r = fd < 0 ? -1 : s->remote.fetch(s->remote.data, digest, fd, err);
+    if (r != 0 && fd >= 0)
+      cache_blob_abort(s, fd, path);
+    /* checked here whatever the remote did */
+    else if (r == 0 && cache_blob_commit(s, fd, path, digest, false, err) < 0)
+      r = -1;
+  }
+  pthread_mutex_unlock(&s->remote_lock);
+  return r;
+}
+
 int cache_blob_open(struct cache_store *s, const char *digest, int64_t *size,
                     struct cb_error *err)
 {
@@ -506,6 +554,15 @@ int cache_blob_open(struct cache_store *s, const char *digest, int64_t *size,
   if (hex == NULL)
     return cb_error_wrap(err, "open blob");
   fd = open_regular(s->blobs_fd, hex, &st);
+  if (fd < 0 && errno == ENOENT && s->remote.has) {
+    int r = remote_fetch(s, digest, err);
+    if (r < 0)
+      return -1;
+    if (r == 0)
+      fd = open_regular(s->blobs_fd, hex, &st);
+    else
+      errno = ENOENT;
+  }
   if (fd < 0) {
     if (errno == ENOENT)
       return cb_error_errno(err, errno, "blob %s is not in store \"%s\"", digest, s->root);

@@ -204,6 +204,63 @@ run_cbuild push --root "$R" big "$MAIN/killed:1"
 expect_rc "the push succeeds when run again" 0
 check "skopeo then sees it" skopeo inspect --tls-verify=false "docker://$MAIN/killed:1"
 
+# ---- a shared cache between two empty stores ----
+registry_proxy_start main pass
+CPROXY=$PROXY
+mkdir -p "$TMP/cc"
+echo one >"$TMP/cc/a.txt"
+cat >"$TMP/cc/Dockerfile" <<DF
+FROM $MAIN/bb:v1 AS build
+RUN head -c 300000 /dev/urandom >/tool && echo built >/out
+COPY a.txt /a.txt
+FROM $MAIN/bb:v1
+COPY --from=build /out /out
+RUN cat /out >/seen
+DF
+export SOURCE_DATE_EPOCH=1700000000
+run_cbuild build --root "$TMP/cache-a" --network none --progress plain -t app:1 \
+  --cache-to "type=registry,ref=$CPROXY/cache:app,mode=max" "$TMP/cc"
+expect_rc "build with --cache-to a registry" 0
+check "the export is reported" grep -q "exporting cache to $CPROXY/cache:app" "$TMP/err"
+app_digest() { jq -r '.manifests[] | select(.annotations["io.containerd.image.name"] == "docker.io/library/app:1") | .digest' "$1/index.json"; }
+want=$(app_digest "$TMP/cache-a")
+: >"$TMP/registry-main/proxy.log"
+run_cbuild build --root "$TMP/cache-b" --network none --progress plain -t app:1 \
+  --cache-from "type=registry,ref=$CPROXY/cache:app" "$TMP/cc"
+expect_rc "an empty store builds with --cache-from" 0
+expect_eq "every step comes from the cache" "$(grep -c ' CACHED$' "$TMP/err")" 4
+got=$(app_digest "$TMP/cache-b")
+expect_eq "and gives the same image" "$got" "$want"
+build_layers=$(for s in "$TMP"/cache-a/cache/steps/*; do jq -r '.layer.digest // empty' "$s" 2>/dev/null; done | sort -u)
+final_layers=$(jq -r '.layers[].digest' "$TMP/cache-b/blobs/sha256/${got#sha256:}" | sort -u)
+extra=$(comm -23 <(echo "$build_layers") <(echo "$final_layers") | head -1)
+check "a layer only the build stage has is not pulled" \
+  sh -c "[ -n '$extra' ] && ! grep -q 'GET /v2/cache/blobs/$extra' '$TMP/registry-main/proxy.log'"
+missing=""
+for l in $final_layers; do [ -f "$TMP/cache-b/blobs/sha256/${l#sha256:}" ] || missing="$missing $l"; done
+expect_eq "the store holds every layer of the image" "$missing" ""
+check "skopeo reads the image from the second store" skopeo inspect "oci:$TMP/cache-b:app:1"
+echo two >"$TMP/cc/a.txt"
+run_cbuild build --root "$TMP/cache-c" --network none --progress plain -t app:1 \
+  --cache-from "type=registry,ref=$CPROXY/cache:app" "$TMP/cc"
+expect_rc "a changed file rebuilds from it" 0
+expect_eq "the steps before the change are still cached" "$(grep -c ' CACHED$' "$TMP/err")" 1
+run_cbuild build --root "$TMP/cache-d" --network none -q -t app:1 \
+  --cache-to "type=local,dest=$TMP/cache-dir" "$TMP/cc"
+expect_rc "--cache-to type=local" 0
+check "writes an OCI layout" test -f "$TMP/cache-dir/index.json"
+run_cbuild build --root "$TMP/cache-e" --network none --progress plain -t app:1 \
+  --cache-from "type=local,src=$TMP/cache-dir" "$TMP/cc"
+expect_rc "--cache-from type=local" 0
+expect_eq "mode=min shares the final stage's steps only" "$(grep -c ' CACHED$' "$TMP/err")" 2
+run_cbuild build --root "$TMP/cache-f" --network none -q \
+  --cache-from "type=registry,ref=$CPROXY/cache:none-yet" "$TMP/cc"
+expect_rc "a cache not there yet is no error" 0
+check "and is said" grep -q "no cache at" "$TMP/err"
+run_cbuild build --root "$TMP/cache-g" --network none -q --cache-from "$MAIN/bb:v1" "$TMP/cc"
+expect_err "an image that is no cache is refused" "not a cbuild cache"
+unset SOURCE_DATE_EPOCH
+
 # ---- Basic auth ----
 registry_start basic --htpasswd alice:secret1 || { not_ok "the basic-auth registry starts"; finish; exit; }
 BASIC=$REG
