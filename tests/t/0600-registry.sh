@@ -261,6 +261,31 @@ run_cbuild build --root "$TMP/cache-g" --network none -q --cache-from "$MAIN/bb:
 expect_err "an image that is no cache is refused" "not a cbuild cache"
 unset SOURCE_DATE_EPOCH
 
+# ---- TLS: verified against the system's CAs, or --tls-ca-cert ----
+if command -v openssl >/dev/null; then
+  P=$TMP/pki
+  mkdir -p "$P"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=test-ca -keyout "$P/ca.key" -out "$P/ca.pem" >/dev/null 2>&1
+  openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout "$P/reg.key" -out "$P/reg.csr" >/dev/null 2>&1
+  printf 'subjectAltName=IP:127.0.0.1\n' >"$P/ext"
+  openssl x509 -req -in "$P/reg.csr" -CA "$P/ca.pem" -CAkey "$P/ca.key" -CAcreateserial -days 2 \
+    -extfile "$P/ext" -out "$P/reg.pem" >/dev/null 2>&1
+  if registry_start tls --tls "$P/reg.pem" "$P/reg.key"; then
+    TLSREG=$REG
+    run_cbuild push --root "$R" busybox "$TLSREG/bb:1"
+    expect_err "a certificate no CA vouches for is refused, not downgraded" "certificate"
+    run_cbuild push --root "$R" --tls-ca-cert "$P/ca.pem" busybox "$TLSREG/bb:1"
+    expect_rc "--tls-ca-cert adds the CA" 0
+    check "the push went over TLS" skopeo inspect --tls-verify=false "docker://$TLSREG/bb:1"
+    run_cbuild pull --root "$TMP/root-tls" --insecure-registry "$TLSREG" "$TLSREG/bb:1"
+    expect_rc "--insecure-registry skips the verification" 0
+  else
+    not_ok "the TLS registry starts"
+  fi
+else
+  ok "# SKIP openssl is not installed"
+fi
+
 # ---- Basic auth ----
 registry_start basic --htpasswd alice:secret1 || { not_ok "the basic-auth registry starts"; finish; exit; }
 BASIC=$REG

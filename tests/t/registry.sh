@@ -408,7 +408,7 @@ _reg_launch() {
   _reg_spawn "$d/registry.log" env $(compgen -e | grep '^REGISTRY_' | sed 's/^/-u /') \
     docker-registry serve "$d/config.yml"
   for ((i = 0; i < ${REG_START_TIMEOUT:-30} * 10; i++)); do
-    code=$(curl -s --noproxy '*' -m 2 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/v2/")
+    code=$(curl -s -k --noproxy '*' -m 2 -o /dev/null -w '%{http_code}' "$(cat "$d/scheme")://127.0.0.1:$port/v2/")
     case $code in 200|401) break ;; esac
     kill -0 "$_reg_pid" 2>/dev/null || break
     sleep 0.1
@@ -427,14 +427,16 @@ _reg_launch() {
   REG=127.0.0.1:$port REG_DIR=$d/data REG_PID=$_reg_pid REG_NAME=$1
 }
 
-# registry_start NAME [--htpasswd USER:PASS | --token [USER:PASS]]: starts
+# registry_start NAME [--htpasswd USER:PASS | --token [USER:PASS]]
+# [--tls CERT KEY]: starts
 # a registry called NAME on a free port of 127.0.0.1 with its files in
 # $TMP/registry-NAME/ (see the top of this file), and waits until it
 # answers.  --htpasswd: basic auth for USER:PASS alone (bcrypt htpasswd
 # file).  --token: a Bearer challenge (realm http://$REG_TOKEN/token,
 # service "test") from a token server started alongside, which gives
 # tokens only for USER:PASS when given, else to anyone (with or without
-# credentials); the registry itself accepts any Bearer token.  Sets
+# credentials); the registry itself accepts any Bearer token.  --tls: HTTPS
+# with that certificate and key (PEM files).  Sets
 #   REG        127.0.0.1:PORT of this registry
 #   REG_DIR    its storage root: blobs are in
 #              $REG_DIR/docker/registry/v2/blobs/sha256/XX/HEX/data
@@ -444,7 +446,7 @@ _reg_launch() {
 # Storage left by an earlier registry NAME is kept.  On failure prints the
 # log and returns 1 (2 for bad arguments).
 registry_start() {
-  local name=${1:-} auth="" creds="" d port tport tpid="" secret
+  local name=${1:-} auth="" creds="" d port tport tpid="" secret tls=""
   if [ -z "$name" ]; then
     echo "registry_start: NAME needed" >&2
     return 2
@@ -476,6 +478,14 @@ registry_start() {
           shift
         fi
         ;;
+      --tls)
+        if [ $# -lt 3 ]; then
+          echo "registry_start: --tls CERT KEY" >&2
+          return 2
+        fi
+        tls=$(printf "  tls:\n    certificate: '%s'\n    key: '%s'\n" "$2" "$3")
+        shift 3
+        ;;
       *)
         echo "registry_start: unknown option $1" >&2
         return 2
@@ -488,6 +498,7 @@ registry_start() {
     return 2
   fi
   mkdir -p "$d/data"
+  if [ -n "$tls" ]; then echo https >"$d/scheme"; else echo http >"$d/scheme"; fi
   : >"$d/auth.yml"
   REG_TOKEN=""
   case $auth in
@@ -532,6 +543,7 @@ registry_start() {
       echo "http:"
       echo "  addr: 127.0.0.1:$port"
       echo "  secret: $secret"
+      [ -z "$tls" ] || echo "$tls"
       cat "$d/auth.yml"
     } >"$d/config.yml"
     : >"$d/registry.log"
