@@ -985,7 +985,12 @@ int oci_registry_manifest_get(struct oci_registry *r, const char *reference,
   strbuf_add(body, resp.body.buf, resp.body.len);
   oci_hasher_final(resp.hasher, digest);
   ret = 0;
-  if (strchr(reference, ':') && strcmp(reference, digest) != 0) {
+  if (resp.docker_digest && oci_digest_valid(resp.docker_digest) &&
+      strcmp(resp.docker_digest, digest) != 0) {
+    cb_error_set(err, "get manifest %s:%s: the registry says its digest is %s, its content hashes to %s",
+                 r->display, reference, resp.docker_digest, digest);
+    ret = -1;
+  } else if (strchr(reference, ':') && strcmp(reference, digest) != 0) {
     cb_error_set(err, "get manifest %s@%s: the registry sent content whose digest is %s",
                  r->display, reference, digest);
     ret = -1;

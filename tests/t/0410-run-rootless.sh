@@ -6,18 +6,12 @@
 # rootful and rootless.
 . "$(dirname "$0")/lib.sh"
 
-U=cbuildtest
 if [ "$(id -u)" -ne 0 ]; then
   ok "# SKIP the rootless run is driven by root (it makes its user)"
   finish
   exit
 fi
-if ! id "$U" >/dev/null 2>&1; then
-  useradd -m "$U" >/dev/null 2>&1
-fi
-if ! grep -q "^$U:" /etc/subuid || ! grep -q "^$U:" /etc/subgid; then
-  usermod --add-subuids 200000-265535 --add-subgids 200000-265535 "$U"
-fi
+test_user
 check "the test user has a subordinate id range" grep -q "^$U:" /etc/subuid
 
 # Scratch space the user owns; what its builds' user namespace made there

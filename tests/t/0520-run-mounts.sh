@@ -227,14 +227,8 @@ check "no sandbox mount is left" sh -c "! grep -q '$TMP' /proc/mounts"
 check "the store's tmp/ is empty after the builds" sh -c "[ -z \"\$(ls -A '$R/tmp')\" ]"
 
 # ---- the same, rootless ----
-U=cbuildtest
 if [ "$(id -u)" -eq 0 ] && [ -z "${CBUILD_T_INNER:-}" ]; then
-  if ! id "$U" >/dev/null 2>&1; then
-    useradd -m "$U" >/dev/null 2>&1
-  fi
-  if ! grep -q "^$U:" /etc/subuid || ! grep -q "^$U:" /etc/subgid; then
-    usermod --add-subuids 200000-265535 --add-subgids 200000-265535 "$U"
-  fi
+  test_user
   # what the user's builds made is removed here, as root
   W=$(mktemp -d /tmp/cbuild-rootless.XXXXXX)
   chown "$U:" "$W"

@@ -178,6 +178,23 @@ check "503s were seen" grep -q "503 flaky" "$TMP/registry-main/proxy.log"
 run_cbuild push --root "$R" busybox "$FLAKY/flaky/bb:v1"
 expect_rc "push retries them too" 0
 
+# ---- blobs behind a redirect; zstd and uncompressed layers ----
+registry_proxy_start main redirect-blobs
+run_cbuild pull --root "$TMP/root-redirect" "$PROXY/lib/base:1.0"
+expect_rc "pull follows blob redirects" 0
+check "the blobs were redirected" grep -q "GET /v2/lib/base/blobs/.* 307 redirected" "$TMP/registry-main/proxy.log"
+c=$(ctx busybox 'echo z >/z' zstd)
+"$CBUILD" build --root "$R" --network none --compression zstd -q -t zimg "$c" >/dev/null
+"$CBUILD" push --root "$R" -q zimg "$MAIN/zimg:1" >/dev/null 2>&1
+printf 'FROM scratch\nCOPY f /f\n' >"$TMP/pctx/Dockerfile"
+"$CBUILD" build --root "$R" --network none --compression none -q -t nimg "$TMP/pctx" >/dev/null
+"$CBUILD" push --root "$R" -q nimg "$MAIN/nimg:1" >/dev/null 2>&1
+check "the zstd image is pushed with zstd layers" sh -c "skopeo inspect --raw --tls-verify=false docker://$MAIN/zimg:1 | grep -q 'tar+zstd'"
+c=$(ctx "$MAIN/zimg:1" 'cat /z >/z2' zstd2)
+printf 'COPY --from=%s /f /f\n' "$MAIN/nimg:1" >>"$c/Dockerfile"
+run_cbuild build --root "$TMP/root-zstd" --network none -q "$c"
+expect_rc "RUN on a pulled zstd image, COPY from an uncompressed one" 0
+
 # ---- a registry serving a corrupt blob ----
 registry_proxy_start main corrupt-blobs
 run_cbuild pull --root "$TMP/root-corrupt" "$PROXY/lib/base:1.0"
@@ -336,5 +353,27 @@ expect_eq "one token for the whole push" "$(grep -c 'scope=repository:app:pull,p
 run_cbuild pull --root "$TMP/root-bearer" "$BEARER/app:1"
 expect_rc "pull with a Bearer token" 0
 check "the pull asked for the pull scope" grep -q "scope=repository:app:pull&\|scope=repository:app:pull " "$TMP/registry-bearer/token.log"
+
+# ---- rootless: FROM a registry image, push with the user's own login ----
+if [ "$(id -u)" -eq 0 ] && command -v newuidmap >/dev/null; then
+  test_user
+  W=$(mktemp -d /tmp/cbuild-rootless.XXXXXX)
+  mkdir -p "$W/ctx"
+  cp "$CBUILD" "$W/cbuild"
+  printf 'FROM %s\nRUN echo rootless >/r\n' "$BASIC/bb:1" >"$W/ctx/Dockerfile"
+  chown -R "$U:" "$W"
+  chmod -R a+rX "$W"
+  as_user() { (cd "$W" && env -u REGISTRY_AUTH_FILE -u DOCKER_CONFIG HOME=$W TMPDIR=$W setpriv --reuid="$U" --regid="$U" --init-groups "$W/cbuild" "$@"); }
+  echo secret1 | as_user login -u alice --password-stdin "$BASIC" >/dev/null 2>&1
+  as_user build --root "$W/store" --network none -q -t rl "$W/ctx" >"$TMP/out" 2>"$TMP/err"
+  rc=$?
+  expect_rc "rootless: FROM an image of a registry that wants a login" 0
+  check "rootless: the login went to the user's Docker config" test -f "$W/.docker/config.json"
+  as_user push --root "$W/store" rl "$BASIC/rootless:1" >"$TMP/out" 2>"$TMP/err"
+  rc=$?
+  expect_rc "rootless: push" 0
+  check "rootless: skopeo sees the pushed image" skopeo inspect --tls-verify=false --creds alice:secret1 "docker://$BASIC/rootless:1"
+  rm -rf "$W"
+fi
 
 finish

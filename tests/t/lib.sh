@@ -87,3 +87,15 @@ busybox_base() {
     exit
   fi
 }
+
+# test_user: sets U to an unprivileged user with a subordinate id range
+# (made when missing: useradd, usermod), for the rootless cases; root only.
+test_user() {
+  U=cbuildtest
+  if ! id "$U" >/dev/null 2>&1; then
+    useradd -m "$U" >/dev/null 2>&1
+  fi
+  if ! grep -q "^$U:" /etc/subuid || ! grep -q "^$U:" /etc/subgid; then
+    usermod --add-subuids 200000-265535 --add-subgids 200000-265535 "$U"
+  fi
+}

@@ -301,6 +301,15 @@ class Handler(BaseHTTPRequestHandler):
 
     def forward(self):
         path = self.path.split("?", 1)[0]
+        if (mode == "redirect-blobs" and self.command in ("GET", "HEAD")
+                and "/blobs/sha256:" in path):
+            # storage elsewhere, as S3-backed registries answer
+            self.send_response(307)
+            self.send_header("Location", "http://%s:%s%s" % (up_host, up_port, self.path))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            self.log(307, "redirected")
+            return
         if mode == "flaky":
             with lock:
                 first = (self.command, path) not in seen
@@ -599,6 +608,8 @@ registry_restart() {
 #   pass           forwards everything unchanged
 #   corrupt-blobs  flips the middle byte of each GET /v2/.../blobs/DIGEST
 #                  body, keeping its length
+#   redirect-blobs answers GET and HEAD of a blob with a 307 to the registry
+#                  itself (storage behind a redirect)
 #   flaky          answers 503 to the first request of each method and path
 #                  (query ignored), forwards the later ones
 # Sets PROXY (127.0.0.1:PORT) and PROXY_PID; returns 1 on failure.
@@ -606,9 +617,9 @@ registry_proxy_start() {
   local name=${1:-} mode=${2:-} d
   d=$TMP/registry-$name
   case $mode in
-    pass|corrupt-blobs|flaky) ;;
+    pass|corrupt-blobs|flaky|redirect-blobs) ;;
     *)
-      echo "registry_proxy_start: NAME pass|corrupt-blobs|flaky" >&2
+      echo "registry_proxy_start: NAME pass|corrupt-blobs|flaky|redirect-blobs" >&2
       return 2
       ;;
   esac
