@@ -207,6 +207,15 @@ static size_t name_len(const char *line)
   return tab ? (size_t)(tab - line) : strlen(line);
 }
 
+/* What a line shows the user: a context file's own path when the line
+ * has one ("dest\tcontext path\tdigest"), else its name. */
+static char *display_name(const char *line)
+{
+  size_t n = name_len(line);
+  const char *tab = memrchr(line, '\t', n);
+  return tab ? xstrndup(tab + 1, n - (size_t)(tab + 1 - line)) : xstrndup(line, n);
+}
+
 /* The files added, removed or changed between two sorted lists. */
 static void files_diff(json_t *old, const struct strvec *now, struct strbuf *out)
 {
@@ -232,19 +241,23 @@ static void files_diff(json_t *old, const struct strvec *now, struct strbuf *out
       if (strcmp(a, b) != 0) {
         changed++;
         if (names.n < EXPLAIN_FILES)
-          strvec_push_nodup(&names, xstrndup(b, name_len(b)));
+          strvec_push_nodup(&names, display_name(b));
       }
       i++;
       j++;
     } else if (c < 0) {
       changed++;
-      if (names.n < EXPLAIN_FILES)
-        strvec_pushf(&names, "%.*s (removed)", (int)name_len(a), a);
+      if (names.n < EXPLAIN_FILES) {
+        cleanup_free char *shown = display_name(a);
+        strvec_pushf(&names, "%s (removed)", shown);
+      }
       i++;
     } else {
       changed++;
-      if (names.n < EXPLAIN_FILES)
-        strvec_pushf(&names, "%.*s (new)", (int)name_len(b), b);
+      if (names.n < EXPLAIN_FILES) {
+        cleanup_free char *shown = display_name(b);
+        strvec_pushf(&names, "%s (new)", shown);
+      }
       j++;
     }
   }

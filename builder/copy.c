@@ -1287,7 +1287,18 @@ int builder_copy_inputs(struct copy_prep *cp, struct cache_stat_cache *sc, struc
                 it->symlink ? it->symlink : "", it->hardlink ? strlen(it->hardlink) : 0,
                 it->hardlink ? it->hardlink : "", content);
     oci_digest_buf(meta.buf, meta.len, digest);
-    strvec_pushf(files, "%s\t%s", it->dest, digest);
+    if (it->src && op->ctx) {
+      /* the context path too, for the miss explanations (tabs escaped:
+       * the line's last tab is the digest's) */
+      cleanup_strbuf struct strbuf src = STRBUF_INIT;
+      for (const char *c = it->src; *c; c++)
+        if (*c == '\t')
+          strbuf_addstr(&src, "\\t");
+        else
+          strbuf_addch(&src, *c);
+      strvec_pushf(files, "%s\t%s\t%s", it->dest, src.buf, digest);
+    } else
+      strvec_pushf(files, "%s\t%s", it->dest, digest);
   }
   return 0;
 }
