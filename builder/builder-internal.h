@@ -10,6 +10,15 @@
 
 #include <pthread.h>
 
+/* ---- what the commands share ---- */
+
+/* Print "cbuild: MSG" and return the failure status. */
+int builder_cmd_fail(const struct cb_error *err);
+/* Print a usage error pointing at the command's help; returns status 2. */
+int builder_cmd_usage(const char *cmd, const char *text);
+/* The store for --root (or its default), created when missing. */
+struct cache_store *builder_cmd_store(const char *root_flag, struct cb_error *err);
+
 /* ---- the image's filesystem, read from its layers ----
  *
  * What COPY needs to know of the image it copies into: whether a path

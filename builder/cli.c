@@ -2,7 +2,7 @@
  * The command line of `cbuild build` and `cbuild parse`: docker build's
  * flags, usage errors as one line and exit status 2.
  */
-#include "builder.h"
+#include "builder-internal.h"
 
 #include "../cache/cache.h"
 #include "../oci/oci.h"
@@ -158,11 +158,6 @@ static int usage_error(const char *cmd, const char *fmt, ...)
   return BUILDER_EXIT_USAGE;
 }
 
-static int fail(const struct cb_error *err)
-{
-  fprintf(stderr, "cbuild: %s\n", err->msg);
-  return BUILDER_EXIT_FAIL;
-}
 
 void builder_options_release(struct builder_options *o)
 {
@@ -522,7 +517,7 @@ int builder_cmd_parse(int argc, char **argv, const char *root)
   store = store_if_present(root);
   if (builder_plan_load(&o, store, &plan, &err) < 0) {
     builder_plan_release(&plan);
-    rc = fail(&err);
+    rc = builder_cmd_fail(&err);
     goto out;
   }
   print_warnings(&plan);
@@ -563,7 +558,7 @@ int builder_cmd_build(int argc, char **argv, const char *root)
   {
     char *r = cache_root(o.root, &err);
     if (!r) {
-      fail(&err);
+      builder_cmd_fail(&err);
       goto out;
     }
     free(o.root);
@@ -572,28 +567,28 @@ int builder_cmd_build(int argc, char **argv, const char *root)
   if (stat(o.context, &stt) < 0 || !S_ISDIR(stt.st_mode)) {
     cb_error_errno(&err, stat(o.context, &stt) < 0 ? errno : ENOTDIR,
                    "build context \"%s\"", o.context);
-    fail(&err);
+    builder_cmd_fail(&err);
     goto out;
   }
   /* Rootless, the build happens as root of a user namespace (the store's
    * location was chosen above, from the real user). */
   if (runner_enter_userns(&err) < 0) {
-    fail(&err);
+    builder_cmd_fail(&err);
     goto out;
   }
   store = cache_store_open(o.root, &err);
   if (!store) {
-    fail(&err);
+    builder_cmd_fail(&err);
     goto out;
   }
   /* held until the build ends: prune waits for it */
   gc_lock = cache_build_lock(store, false, true, &err);
   if (gc_lock < 0) {
-    fail(&err);
+    builder_cmd_fail(&err);
     goto out;
   }
   if (builder_plan_load(&o, store, &plan, &err) < 0) {
-    fail(&err);
+    builder_cmd_fail(&err);
     goto out;
   }
   print_warnings(&plan);
@@ -602,7 +597,7 @@ int builder_cmd_build(int argc, char **argv, const char *root)
   p = progress_new(mode, STDERR_FILENO);
   if (builder_build(&o, &plan, store, p, image_id, &err) < 0) {
     progress_finish(p);
-    fail(&err);
+    builder_cmd_fail(&err);
     goto out;
   }
   progress_finish(p);

@@ -1,5 +1,5 @@
 /* The store's commands: images, inspect, rmi, tag, save. */
-#include "builder.h"
+#include "builder-internal.h"
 
 #include "../cache/cache.h"
 
@@ -10,19 +10,19 @@
 #include <time.h>
 #include <unistd.h>
 
-static int fail(const struct cb_error *err)
+int builder_cmd_fail(const struct cb_error *err)
 {
   fprintf(stderr, "cbuild: %s\n", err->msg);
   return BUILDER_EXIT_FAIL;
 }
 
-static int usage(const char *cmd, const char *text)
+int builder_cmd_usage(const char *cmd, const char *text)
 {
   fprintf(stderr, "cbuild: %s (see 'cbuild %s --help')\n", text, cmd);
   return BUILDER_EXIT_USAGE;
 }
 
-static struct cache_store *open_store(const char *root_flag, struct cb_error *err)
+struct cache_store *builder_cmd_store(const char *root_flag, struct cb_error *err)
 {
   cleanup_free char *root = cache_root(root_flag, err);
   return root ? cache_store_open(root, err) : NULL;
@@ -89,13 +89,13 @@ static int simple_options(const char *cmd, const char *help, int argc, char **ar
       break;
     case 'o':
       if (!output)
-        return usage(cmd, "unknown flag \"-o\"");
+        return builder_cmd_usage(cmd, "unknown flag \"-o\"");
       *output = optarg;
       break;
     case ':':
-      return usage(cmd, "a flag needs a value");
+      return builder_cmd_usage(cmd, "a flag needs a value");
     default:
-      return usage(cmd, "unknown flag");
+      return builder_cmd_usage(cmd, "unknown flag");
     }
   }
   return -1;
@@ -125,13 +125,13 @@ int builder_cmd_images(int argc, char **argv, const char *root)
   if (rc >= 0)
     return rc;
   if (optind < argc)
-    return usage("images", "\"images\" takes no arguments");
-  s = open_store(root, &err);
+    return builder_cmd_usage("images", "\"images\" takes no arguments");
+  s = builder_cmd_store(root, &err);
   if (!s)
-    return fail(&err);
+    return builder_cmd_fail(&err);
   if (cache_tags_list(s, &tags, &n, &err) < 0) {
     cache_store_close(s);
-    return fail(&err);
+    return builder_cmd_fail(&err);
   }
   printf("%-40s %-16s %-14s %-22s %s\n", "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE");
   for (size_t i = 0; i < n; i++) {
@@ -176,10 +176,10 @@ int builder_cmd_inspect(int argc, char **argv, const char *root)
   if (rc >= 0)
     return rc;
   if (optind >= argc)
-    return usage("inspect", "\"inspect\" needs an image name");
-  s = open_store(root, &err);
+    return builder_cmd_usage("inspect", "\"inspect\" needs an image name");
+  s = builder_cmd_store(root, &err);
   if (!s)
-    return fail(&err);
+    return builder_cmd_fail(&err);
   out = json_array();
   rc = BUILDER_EXIT_OK;
   for (int i = optind; i < argc; i++) {
@@ -188,7 +188,7 @@ int builder_cmd_inspect(int argc, char **argv, const char *root)
     json_t *m, *c;
     if (image_load(s, argv[i], &img, &err) < 0) {
       image_release(&img);
-      rc = fail(&err);
+      rc = builder_cmd_fail(&err);
       break;
     }
     m = json_loadb(img.manifest_json.buf, img.manifest_json.len, 0, &je);
@@ -218,15 +218,15 @@ int builder_cmd_rmi(int argc, char **argv, const char *root)
   if (rc >= 0)
     return rc;
   if (optind >= argc)
-    return usage("rmi", "\"rmi\" needs an image name");
-  s = open_store(root, &err);
+    return builder_cmd_usage("rmi", "\"rmi\" needs an image name");
+  s = builder_cmd_store(root, &err);
   if (!s)
-    return fail(&err);
+    return builder_cmd_fail(&err);
   rc = BUILDER_EXIT_OK;
   for (int i = optind; i < argc; i++) {
     int r = cache_tag_remove(s, argv[i], &err);
     if (r < 0)
-      rc = fail(&err);
+      rc = builder_cmd_fail(&err);
     else if (r > 0) {
       fprintf(stderr, "cbuild: no image \"%s\" in the store\n", argv[i]);
       rc = BUILDER_EXIT_FAIL;
@@ -249,20 +249,20 @@ int builder_cmd_tag(int argc, char **argv, const char *root)
   if (rc >= 0)
     return rc;
   if (argc - optind != 2)
-    return usage("tag", "\"tag\" takes a source and a target name");
+    return builder_cmd_usage("tag", "\"tag\" takes a source and a target name");
   if (!oci_reference_valid(argv[optind + 1])) {
     struct oci_reference ref;
     oci_reference_parse(argv[optind + 1], &ref, &err);
-    return usage("tag", err.msg);
+    return builder_cmd_usage("tag", err.msg);
   }
-  s = open_store(root, &err);
+  s = builder_cmd_store(root, &err);
   if (!s)
-    return fail(&err);
+    return builder_cmd_fail(&err);
   r = cache_tag_get(s, argv[optind], &desc, &err);
   if (r > 0)
     cb_error_set(&err, "no image \"%s\" in the store", argv[optind]);
   if (r != 0 || cache_tag_set(s, argv[optind + 1], &desc, &err) < 0)
-    rc = fail(&err);
+    rc = builder_cmd_fail(&err);
   else
     rc = BUILDER_EXIT_OK;
   if (r == 0)
@@ -289,12 +289,12 @@ int builder_cmd_save(int argc, char **argv, const char *root)
   if (rc >= 0)
     return rc;
   if (optind >= argc)
-    return usage("save", "\"save\" needs an image name");
+    return builder_cmd_usage("save", "\"save\" needs an image name");
   if (!output && isatty(STDOUT_FILENO))
-    return usage("save", "refusing to write a tarball to a terminal: use -o FILE");
-  s = open_store(root, &err);
+    return builder_cmd_usage("save", "refusing to write a tarball to a terminal: use -o FILE");
+  s = builder_cmd_store(root, &err);
   if (!s)
-    return fail(&err);
+    return builder_cmd_fail(&err);
   n = argc - optind;
   imgs = xcalloc((size_t)n, sizeof(*imgs));
   ai = xcalloc((size_t)n, sizeof(*ai));
@@ -339,7 +339,7 @@ int builder_cmd_save(int argc, char **argv, const char *root)
   rc = BUILDER_EXIT_OK;
 out:
   if (rc != BUILDER_EXIT_OK)
-    fail(&err);
+    builder_cmd_fail(&err);
   if (tmp) {
     if (fd >= 0)
       close(fd);
@@ -372,13 +372,13 @@ int builder_cmd_df(int argc, char **argv, const char *root)
   if (rc >= 0)
     return rc;
   if (optind < argc)
-    return usage("df", "\"df\" takes no arguments");
-  s = open_store(root, &err);
+    return builder_cmd_usage("df", "\"df\" takes no arguments");
+  s = builder_cmd_store(root, &err);
   if (!s)
-    return fail(&err);
+    return builder_cmd_fail(&err);
   if (cache_usage(s, &u, &err) < 0) {
     cache_store_close(s);
-    return fail(&err);
+    return builder_cmd_fail(&err);
   }
   human_size(u.image_bytes, a, sizeof(a));
   human_size(u.cache_bytes, b, sizeof(b));
@@ -435,30 +435,30 @@ int builder_cmd_prune(int argc, char **argv, const char *root)
       break;
     case 's':
       if (cb_parse_size(optarg, &po.keep_storage) < 0)
-        return usage("prune", "--keep-storage wants a size such as 512m or 5g");
+        return builder_cmd_usage("prune", "--keep-storage wants a size such as 512m or 5g");
       break;
     case 'd':
       if (parser_duration(optarg, &ns) < 0 || ns < 0)
-        return usage("prune", "--keep-duration wants a duration such as 30m or 24h");
+        return builder_cmd_usage("prune", "--keep-duration wants a duration such as 30m or 24h");
       po.keep_duration = ns / 1000000000;
       break;
     case 'r':
       root = optarg;
       break;
     case ':':
-      return usage("prune", "a flag needs a value");
+      return builder_cmd_usage("prune", "a flag needs a value");
     default:
-      return usage("prune", "unknown flag");
+      return builder_cmd_usage("prune", "unknown flag");
     }
   }
   if (optind < argc)
-    return usage("prune", "\"prune\" takes no arguments");
+    return builder_cmd_usage("prune", "\"prune\" takes no arguments");
   {
     cleanup_free char *r = cache_root(root, &err);
     /* rootless, snapshots hold the image's ids: remove them as the build
      * made them, in its user namespace */
     if (!r || runner_enter_userns(&err) < 0 || !(s = cache_store_open(r, &err)))
-      return fail(&err);
+      return builder_cmd_fail(&err);
   }
   lock = cache_build_lock(s, true, false, &err);
   if (lock == -2) {
@@ -469,7 +469,7 @@ int builder_cmd_prune(int argc, char **argv, const char *root)
     if (lock >= 0)
       close(lock);
     cache_store_close(s);
-    return fail(&err);
+    return builder_cmd_fail(&err);
   }
   close(lock);
   human_size(freed.cache_bytes, a, sizeof(a));

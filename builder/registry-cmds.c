@@ -1,7 +1,5 @@
 /* The registry commands: pull, push, login, logout. */
-#include "builder.h"
-
-#include "../cache/cache.h"
+#include "builder-internal.h"
 
 #include <getopt.h>
 #include <termios.h>
@@ -45,18 +43,6 @@ struct cmd_args {
   bool password_stdin;
 };
 
-static int usage(const char *cmd, const char *text)
-{
-  fprintf(stderr, "cbuild: %s (see 'cbuild %s --help')\n", text, cmd);
-  return BUILDER_EXIT_USAGE;
-}
-
-static int fail(const struct cb_error *err)
-{
-  fprintf(stderr, "cbuild: %s\n", err->msg);
-  return BUILDER_EXIT_FAIL;
-}
-
 /* -1: go on; else the exit status.  `login` takes -u/-p. */
 static int args_parse(const char *cmd, const char *help, int argc, char **argv,
                       struct cmd_args *a)
@@ -90,7 +76,7 @@ static int args_parse(const char *cmd, const char *help, int argc, char **argv,
       break;
     case OPT_PLATFORM:
       if (strcmp(cmd, "pull") != 0)
-        return usage(cmd, "unknown flag \"--platform\"");
+        return builder_cmd_usage(cmd, "unknown flag \"--platform\"");
       free(a->reg.platform);
       a->reg.platform = xstrdup(optarg);
       break;
@@ -98,7 +84,7 @@ static int args_parse(const char *cmd, const char *help, int argc, char **argv,
     case 'p':
     case OPT_PASSWORD_STDIN:
       if (!login)
-        return usage(cmd, "unknown flag");
+        return builder_cmd_usage(cmd, "unknown flag");
       if (c == 'u')
         a->username = optarg;
       else if (c == 'p')
@@ -107,18 +93,12 @@ static int args_parse(const char *cmd, const char *help, int argc, char **argv,
         a->password_stdin = true;
       break;
     case ':':
-      return usage(cmd, "a flag needs a value");
+      return builder_cmd_usage(cmd, "a flag needs a value");
     default:
-      return usage(cmd, "unknown flag");
+      return builder_cmd_usage(cmd, "unknown flag");
     }
   }
   return -1;
-}
-
-static struct cache_store *open_store(const char *root_flag, struct cb_error *err)
-{
-  cleanup_free char *root = cache_root(root_flag, err);
-  return root ? cache_store_open(root, err) : NULL;
 }
 
 int builder_cmd_pull(int argc, char **argv, const char *root)
@@ -141,23 +121,23 @@ int builder_cmd_pull(int argc, char **argv, const char *root)
   if (rc >= 0)
     goto out;
   if (argc - optind != 1) {
-    rc = usage("pull", "\"pull\" takes one image name");
+    rc = builder_cmd_usage("pull", "\"pull\" takes one image name");
     goto out;
   }
   if (!oci_reference_valid(argv[optind])) {
     struct oci_reference ref;
     oci_reference_parse(argv[optind], &ref, &err);
-    rc = usage("pull", err.msg);
+    rc = builder_cmd_usage("pull", err.msg);
     goto out;
   }
-  s = open_store(a.root, &err);
+  s = builder_cmd_store(a.root, &err);
   if (!s) {
-    rc = fail(&err);
+    rc = builder_cmd_fail(&err);
     goto out;
   }
   a.reg.pull = BUILDER_PULL_ALWAYS;
   if (builder_pull(s, &a.reg, argv[optind], NULL, &desc, &err) < 0)
-    rc = fail(&err);
+    rc = builder_cmd_fail(&err);
   else {
     printf("%s\n", desc.digest);
     oci_descriptor_release(&desc);
@@ -189,24 +169,24 @@ int builder_cmd_push(int argc, char **argv, const char *root)
     goto out;
   n = argc - optind;
   if (n < 1 || n > 2) {
-    rc = usage("push", "\"push\" takes an image name and an optional destination");
+    rc = builder_cmd_usage("push", "\"push\" takes an image name and an optional destination");
     goto out;
   }
   for (int i = 0; i < n; i++) {
     if (!oci_reference_valid(argv[optind + i])) {
       struct oci_reference ref;
       oci_reference_parse(argv[optind + i], &ref, &err);
-      rc = usage("push", err.msg);
+      rc = builder_cmd_usage("push", err.msg);
       goto out;
     }
   }
-  s = open_store(a.root, &err);
+  s = builder_cmd_store(a.root, &err);
   if (!s) {
-    rc = fail(&err);
+    rc = builder_cmd_fail(&err);
     goto out;
   }
   if (builder_push(s, &a.reg, argv[optind], n == 2 ? argv[optind + 1] : NULL, digest, &err) < 0)
-    rc = fail(&err);
+    rc = builder_cmd_fail(&err);
   else {
     printf("%s\n", digest);
     rc = BUILDER_EXIT_OK;
@@ -290,11 +270,11 @@ int builder_cmd_login(int argc, char **argv, const char *root)
   if (rc >= 0)
     goto out;
   if (argc - optind != 1) {
-    rc = usage("login", "\"login\" takes one registry");
+    rc = builder_cmd_usage("login", "\"login\" takes one registry");
     goto out;
   }
   if (a.password && a.password_stdin) {
-    rc = usage("login", "--password and --password-stdin exclude each other");
+    rc = builder_cmd_usage("login", "--password and --password-stdin exclude each other");
     goto out;
   }
   host = registry_host(argv[optind]);
@@ -304,7 +284,7 @@ int builder_cmd_login(int argc, char **argv, const char *root)
   else
     creds.password = read_line("Password: ", !a.password_stdin);
   if (!creds.username || !*creds.username || !creds.password) {
-    rc = usage("login", "a username and a password are required");
+    rc = builder_cmd_usage("login", "a username and a password are required");
     goto out;
   }
   ro.insecure = &a.reg.insecure;
@@ -315,12 +295,12 @@ int builder_cmd_login(int argc, char **argv, const char *root)
   client = oci_registry_new(host, "", &ro, &err);
   if (!client || oci_registry_check_login(client, &err) < 0) {
     oci_registry_free(client);
-    rc = fail(&err);
+    rc = builder_cmd_fail(&err);
     goto out;
   }
   oci_registry_free(client);
   if (oci_credentials_store(host, a.reg.authfile, &creds, &err) < 0) {
-    rc = fail(&err);
+    rc = builder_cmd_fail(&err);
     goto out;
   }
   fputs("Login Succeeded\n", stdout);
@@ -346,13 +326,13 @@ int builder_cmd_logout(int argc, char **argv, const char *root)
   if (rc >= 0)
     goto out;
   if (argc - optind != 1) {
-    rc = usage("logout", "\"logout\" takes one registry");
+    rc = builder_cmd_usage("logout", "\"logout\" takes one registry");
     goto out;
   }
   host = registry_host(argv[optind]);
   r = oci_credentials_erase(host, a.reg.authfile, &err);
   if (r < 0)
-    rc = fail(&err);
+    rc = builder_cmd_fail(&err);
   else if (r > 0) {
     fprintf(stderr, "cbuild: not logged in to %s\n", host);
     rc = BUILDER_EXIT_FAIL;
