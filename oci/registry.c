@@ -447,6 +447,8 @@ static int token_fetch(struct oci_registry *r, const char *scope, char **header,
   struct http_request req;
   struct http_response resp;
   cleanup_strbuf struct strbuf answer = STRBUF_INIT;
+  cleanup_strbuf struct strbuf form = STRBUF_INIT;
+  cleanup_slist struct curl_slist *form_header = NULL;
   cleanup_free char *auth = NULL;
   cleanup_json json_t *root = NULL;
   json_error_t je;
@@ -478,10 +480,30 @@ static int token_fetch(struct oci_registry *r, const char *scope, char **header,
 
   if (creds_get(r, err) < 0)
     return -1;
-  if (r->creds.username && strcmp(r->creds.username, "<token>") != 0)
+  if (r->creds.username && strcmp(r->creds.username, "<token>") == 0) {
+    /* an identity token is exchanged by OAuth2's refresh_token grant */
+    CURL *e = curl_easy_init();
+    char *tok = e ? curl_easy_escape(e, r->creds.password ? r->creds.password : "", 0) : NULL;
+    const char *q = strchr(url.buf, '?');
+    if (!tok)
+      cb_die("curl_easy_escape failed");
+    strbuf_addf(&form, "grant_type=refresh_token&client_id=cbuild&refresh_token=%s%s%s", tok,
+                q && q[1] ? "&" : "", q ? q + 1 : "");
+    curl_free(tok);
+    curl_easy_cleanup(e);
+    strbuf_setlen(&url, q ? (size_t)(q - url.buf) : url.len);
+    if (url.len > 0 && url.buf[url.len - 1] == '?')
+      strbuf_setlen(&url, url.len - 1);
+    form_header = curl_slist_append(NULL, "Content-Type: application/x-www-form-urlencoded");
+  } else if (r->creds.username)
     auth = basic_header(&r->creds);
 
-  request_init(&req, &resp, "GET", url.buf, NULL);
+  request_init(&req, &resp, form.len ? "POST" : "GET", url.buf, NULL);
+  if (form.len) {
+    req.body = form.buf;
+    req.body_len = form.len;
+    req.headers = form_header;
+  }
   req.out = &answer;
   req.out_max = REGISTRY_TOKEN_MAX;
   if (request_plain(r, &req, &resp, auth, err) < 0) {

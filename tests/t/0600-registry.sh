@@ -353,6 +353,13 @@ expect_eq "one token for the whole push" "$(grep -c 'scope=repository:app:pull,p
 run_cbuild pull --root "$TMP/root-bearer" "$BEARER/app:1"
 expect_rc "pull with a Bearer token" 0
 check "the pull asked for the pull scope" grep -q "scope=repository:app:pull&\|scope=repository:app:pull " "$TMP/registry-bearer/token.log"
+jq -n --arg r "$BEARER" '{auths: {($r): {identitytoken: "pw2"}}}' >"$TMP/ident.json"
+run_cbuild pull --root "$TMP/root-ident" --authfile "$TMP/ident.json" "$BEARER/app:1"
+expect_rc "an identity token is exchanged for a Bearer token" 0
+check "through OAuth2's refresh_token grant" grep -q "^POST /token?.*grant_type=refresh_token.* auth=refresh -> 200" "$TMP/registry-bearer/token.log"
+jq -n --arg r "$BEARER" '{auths: {($r): {identitytoken: "stale"}}}' >"$TMP/ident.json"
+run_cbuild pull --root "$TMP/root-ident2" --authfile "$TMP/ident.json" "$BEARER/app:1"
+expect_err "a stale identity token is refused" "refused"
 
 # ---- rootless: FROM a registry image, push with the user's own login ----
 if [ "$(id -u)" -eq 0 ] && command -v newuidmap >/dev/null; then

@@ -199,8 +199,13 @@ class Handler(BaseHTTPRequestHandler):
         if form.get("grant_type", [""])[0] == "password":
             user = form.get("username", [""])[0]
             tag, given = "form:" + user, user + ":" + form.get("password", [""])[0]
+        elif form.get("grant_type", [""])[0] == "refresh_token":
+            # an identity token: good when it is the password of USER:PASS
+            user = creds.split(":", 1)[0] if creds else ""
+            tag, given = "refresh", user + ":" + form.get("refresh_token", [""])[0]
         shown = self.path + "?" + "&".join(
-            "%s=%s" % (k, v) for k, vs in form.items() if k != "password" for v in vs)
+            "%s=%s" % (k, v) for k, vs in form.items()
+            if k not in ("password", "refresh_token") for v in vs)
         self.answer(shown, tag, given)
 
 
