@@ -806,6 +806,57 @@ static void test_hostile_nesting(void)
   CHECK_CONTAINS(err.msg, "invalid image index: line 1");
 }
 
+/* An index of (os, arch, variant) entries; NULL os: no platform at all. */
+static void index_of(struct oci_index *x, const char *const (*p)[3], size_t n)
+{
+  x->manifests = xcalloc(n, sizeof(*x->manifests));
+  x->n_manifests = n;
+  for (size_t i = 0; i < n; i++) {
+    struct oci_descriptor *d = &x->manifests[i];
+    d->media_type = xstrdup(OCI_MEDIA_TYPE_MANIFEST);
+    d->digest = xasprintf("sha256:%064zu", i);
+    d->platform_os = p[i][0] ? xstrdup(p[i][0]) : NULL;
+    d->platform_arch = p[i][1] ? xstrdup(p[i][1]) : NULL;
+    d->platform_variant = p[i][2] ? xstrdup(p[i][2]) : NULL;
+  }
+}
+
+static void test_index_platform(void)
+{
+  static const char *const entries[][3] = {
+    { "unknown", "unknown", NULL }, /* an attestation */
+    { NULL, NULL, NULL },
+    { "linux", "arm", "v6" },
+    { "linux", "arm", "v7" },
+    { "linux", "arm64", NULL },
+    { "linux", "amd64", "v3" },
+    { "linux", "amd64", NULL },
+    { "windows", "amd64", NULL },
+  };
+  struct oci_index x;
+  struct cb_error err;
+  index_of(&x, entries, CB_ARRAY_SIZE(entries));
+  /* an exact match wins over an earlier one with a variant */
+  CHECK_INT(oci_index_select_platform(&x, "linux/amd64", &err), 6);
+  CHECK_INT(oci_index_select_platform(&x, "linux/amd64/v3", &err), 5);
+  CHECK_INT(oci_index_select_platform(&x, "linux/arm/v7", &err), 3);
+  CHECK_INT(oci_index_select_platform(&x, "linux/arm/v6", &err), 2);
+  /* arm64 without a variant is v8 */
+  CHECK_INT(oci_index_select_platform(&x, "linux/arm64/v8", &err), 4);
+  CHECK_INT(oci_index_select_platform(&x, "linux/arm64", &err), 4);
+  CHECK_INT(oci_index_select_platform(&x, "windows/amd64", &err), 7);
+  /* without an exact match, the first with any variant */
+  CHECK_INT(oci_index_select_platform(&x, "linux/arm", &err), 2);
+  CHECK_INT(oci_index_select_platform(&x, "linux/arm/v5", &err), -1);
+  CHECK_CONTAINS(err.msg, "no image for platform \"linux/arm/v5\"");
+  CHECK_CONTAINS(err.msg, "linux/arm/v7, linux/arm64, linux/amd64/v3");
+  CHECK(strstr(err.msg, "unknown") == NULL);
+  CHECK_INT(oci_index_select_platform(&x, "linux/s390x", &err), -1);
+  CHECK_INT(oci_index_select_platform(&x, "linux", &err), -1);
+  CHECK_CONTAINS(err.msg, "invalid platform \"linux\"");
+  oci_index_release(&x);
+}
+
 static const struct unit_test tests[] = {
   { "config_exact_json", test_config_exact_json },
   { "config_empty", test_config_empty },
@@ -818,6 +869,7 @@ static const struct unit_test tests[] = {
   { "manifest_round_trip", test_manifest_round_trip },
   { "manifest_docker", test_manifest_docker },
   { "index_round_trip", test_index_round_trip },
+  { "index_platform", test_index_platform },
   { "hostile_config", test_hostile_config },
   { "hostile_manifest_index", test_hostile_manifest_index },
   { "hostile_nesting", test_hostile_nesting },
