@@ -279,9 +279,10 @@ static int import_fetch(void *data, const char *digest, int fd, struct cb_error 
   return 1;
 }
 
-/* Read a small blob of the source (manifest or config), checked. */
-static int source_read(struct cache_source *s, const char *digest, struct strbuf *out,
-                       struct cb_error *err)
+/* Read a small blob of the source (manifest or config; size -1 when
+ * unknown), checked. */
+static int source_read(struct cache_source *s, const char *digest, int64_t size,
+                       struct strbuf *out, struct cb_error *err)
 {
   char got[OCI_DIGEST_SIZE];
   FILE *f = tmpfile();
@@ -289,15 +290,18 @@ static int source_read(struct cache_source *s, const char *digest, struct strbuf
   if (!f)
     return cb_error_errno(err, errno, "read cache blob %s: temporary file", digest);
   fd = fileno(f);
-  r = s->client ? oci_registry_blob_get(s->client, digest, -1, fd, NULL, NULL, err)
+  r = s->client ? oci_registry_blob_get(s->client, digest, size, fd, NULL, NULL, err)
                 : local_fetch(s->dirfd, digest, fd, err);
-  if (r == 0 && (lseek(fd, 0, SEEK_SET) < 0 || cb_read_stream(f, digest, out, err) < 0))
-    r = -1;
+  if (r == 0) {
+    struct stat st;
+    if (fstat(fd, &st) == 0 && st.st_size > CACHE_CONFIG_MAX)
+      r = cb_error_set(err, "cache blob %s is too large", digest);
+    else if (lseek(fd, 0, SEEK_SET) < 0 || cb_read_stream(f, digest, out, err) < 0)
+      r = -1;
+  }
   fclose(f);
   if (r < 0)
     return -1;
-  if (out->len > (size_t)CACHE_CONFIG_MAX)
-    return cb_error_set(err, "cache blob %s is too large", digest);
   oci_digest_buf(out->buf, out->len, got);
   if (strcmp(got, digest) != 0)
     return cb_error_set(err, "cache blob %s: its content hashes to %s", digest, got);
@@ -337,7 +341,7 @@ static int source_manifest(struct build_run *run, const struct builder_cache_spe
     s->dirfd = open(blobs, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (s->dirfd < 0)
       return cb_error_errno(err, errno, "open \"%s\"", blobs);
-    return source_read(s, digest, body, err);
+    return source_read(s, digest, -1, body, err);
   }
   if (oci_reference_parse(spec->ref, &ref, err) < 0)
     return -1;
@@ -381,7 +385,7 @@ static int import_one(struct build_run *run, const struct builder_cache_spec *sp
     return cb_error_set(err, "not a cbuild cache (its config is \"%s\")",
                         m.config.media_type ? m.config.media_type : "untyped");
   }
-  r = source_read(s, m.config.digest, &config, err);
+  r = source_read(s, m.config.digest, m.config.size, &config, err);
   for (size_t i = 0; r == 0 && i < m.n_layers; i++)
     strvec_push(&s->digests, m.layers[i].digest);
   oci_manifest_release(&m);

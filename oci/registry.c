@@ -758,6 +758,13 @@ static int request_plain(struct oci_registry *r, struct http_request *req,
   }
 }
 
+/* Whether url is on the registry itself: its base and then a '/'. */
+static bool same_origin(const struct oci_registry *r, const char *url)
+{
+  size_t n = strlen(r->base);
+  return strncmp(url, r->base, n) == 0 && url[n] == '/';
+}
+
 /*
  * A request with retries and authentication: 0 with resp filled (any
  * status but 401, 429 and 5xx, which are retried first), -1 on error.
@@ -769,16 +776,20 @@ static int request(struct oci_registry *r, struct http_request *req, struct http
   int attempt = 0;
   for (;;) {
     cleanup_free char *auth = NULL;
-    int ret;
-    pthread_mutex_lock(&r->lock);
-    ret = auth_header(r, req->scope, false, &auth, err);
-    pthread_mutex_unlock(&r->lock);
+    int ret = 0;
+    /* credentials go to the registry only, never to where a Location sent us */
+    bool ours = same_origin(r, req->url);
+    if (ours) {
+      pthread_mutex_lock(&r->lock);
+      ret = auth_header(r, req->scope, false, &auth, err);
+      pthread_mutex_unlock(&r->lock);
+    }
     if (ret < 0 || sink_rewind(req, err) < 0)
       return -1;
     ret = perform(r, req, resp, auth, err);
     if (ret == -1)
       return -1;
-    if (ret == 0 && resp->status == 401 && !reauthed) {
+    if (ret == 0 && resp->status == 401 && !reauthed && ours) {
       free(auth);
       auth = NULL;
       reauthed = true;
