@@ -67,6 +67,14 @@ run_cbuild pull --root "$TMP/root-p" "$MAIN/lib/base:1.0"
 expect_rc "cbuild pull" 0
 expect_eq "pull prints the manifest digest" "$(cat "$TMP/out")" "$(skopeo inspect --tls-verify=false "docker://$MAIN/lib/base:1.0" | jq -r .Digest)"
 
+# on a terminal, a progress line (script gives the command one)
+if command -v script >/dev/null; then
+  script -qec "'$CBUILD' pull --root '$TMP/root-tty' '$MAIN/lib/base:1.0'" /dev/null >"$TMP/tty.out" 2>&1
+  check "a pull on a terminal shows its progress" grep -q "pull $MAIN/lib/base:1.0: 3/3 blobs, .* MiB" "$TMP/tty.out"
+  script -qec "'$CBUILD' pull -q --root '$TMP/root-tty2' '$MAIN/lib/base:1.0'" /dev/null >"$TMP/tty.out" 2>&1
+  check "-q hides it" sh -c "! grep -q 'blobs,' '$TMP/tty.out'"
+fi
+
 # pinned by digest
 pinned=$(cat "$TMP/out")
 c=$(ctx "$MAIN/lib/base@$pinned" 'true' pin)
