@@ -108,10 +108,10 @@ struct http_request {
   int body_fd;
   int64_t body_off, body_fd_len;
 
-  /* the answer's body: an fd (blob) checked against want_digest, or memory */
+  /* the answer's body: an fd (blob) checked against want_digest, or resp->body
+   * (at most out_max bytes of a 2xx answer, 64 KiB of an error) */
   int out_fd;
   int64_t out_start;
-  struct strbuf *out;
   size_t out_max;
   const char *want_digest;
   int64_t want_size;
@@ -232,8 +232,9 @@ static size_t on_body(char *buf, size_t size, size_t n, void *p)
   size_t len = size * n;
   bool to_fd = req->out_fd >= 0 && resp->status >= 200 && resp->status < 300;
   if (!to_fd) {
-    size_t max = resp->status >= 200 && resp->status < 300 && req->out ? req->out_max
-                                                                      : REGISTRY_ERROR_BODY_MAX;
+    size_t max = resp->status >= 200 && resp->status < 300 && req->out_max
+                     ? req->out_max
+                     : REGISTRY_ERROR_BODY_MAX;
     if (resp->body.len + len > max) {
       resp->too_big = true;
       return 0;
@@ -444,67 +445,61 @@ static int token_fetch(struct oci_registry *r, const char *scope, char **header,
                        struct cb_error *err)
 {
   cleanup_strbuf struct strbuf url = STRBUF_INIT;
-  struct http_request req;
-  struct http_response resp;
-  cleanup_strbuf struct strbuf answer = STRBUF_INIT;
   cleanup_strbuf struct strbuf form = STRBUF_INIT;
   cleanup_slist struct curl_slist *form_header = NULL;
   cleanup_free char *auth = NULL;
+  cleanup_curl CURL *esc = curl_easy_init();
   cleanup_json json_t *root = NULL;
+  struct http_request req;
+  struct http_response resp;
   json_error_t je;
   const char *token;
-  CURL *esc = curl_easy_init();
+  bool ident;
 
   if (!esc)
     cb_die("curl_easy_init failed");
-  if (strncmp(r->realm, "https://", 8) != 0 && strncmp(r->realm, "http://", 7) != 0) {
-    curl_easy_cleanup(esc);
-    return cb_error_set(err, "registry %s: token realm \"%.200s\" is not an http(s) URL", r->registry, r->realm);
-  }
-  strbuf_addstr(&url, r->realm);
-  strbuf_addch(&url, strchr(r->realm, '?') ? '&' : '?');
-  if (r->service) {
-    char *e = curl_easy_escape(esc, r->service, 0);
-    strbuf_addf(&url, "service=%s", e);
-    curl_free(e);
-  }
-  for (const char *s = scope; s && *s;) {
-    const char *sp = strchr(s, ' ');
-    size_t n = sp ? (size_t)(sp - s) : strlen(s);
-    char *e = curl_easy_escape(esc, s, (int)n);
-    strbuf_addf(&url, "%sscope=%s", url.buf[url.len - 1] == '?' ? "" : "&", e);
-    curl_free(e);
-    s = sp ? sp + 1 : NULL;
-  }
-  curl_easy_cleanup(esc);
-
+  if (strncmp(r->realm, "https://", 8) != 0 && strncmp(r->realm, "http://", 7) != 0)
+    return cb_error_set(err, "registry %s: token realm \"%.200s\" is not an http(s) URL",
+                        r->registry, r->realm);
   if (creds_get(r, err) < 0)
     return -1;
-  if (r->creds.username && strcmp(r->creds.username, "<token>") == 0) {
-    /* an identity token is exchanged by OAuth2's refresh_token grant */
-    CURL *e = curl_easy_init();
-    char *tok = e ? curl_easy_escape(e, r->creds.password ? r->creds.password : "", 0) : NULL;
-    const char *q = strchr(url.buf, '?');
-    if (!tok)
-      cb_die("curl_easy_escape failed");
-    strbuf_addf(&form, "grant_type=refresh_token&client_id=cbuild&refresh_token=%s%s%s", tok,
-                q && q[1] ? "&" : "", q ? q + 1 : "");
+  /* an identity token is exchanged by OAuth2's refresh_token grant (a
+   * POST), credentials otherwise go as Basic auth with a GET */
+  ident = r->creds.username && strcmp(r->creds.username, "<token>") == 0;
+  if (ident) {
+    char *tok = curl_easy_escape(esc, r->creds.password ? r->creds.password : "", 0);
+    strbuf_addf(&form, "grant_type=refresh_token&client_id=cbuild&refresh_token=%s", tok);
     curl_free(tok);
-    curl_easy_cleanup(e);
-    strbuf_setlen(&url, q ? (size_t)(q - url.buf) : url.len);
-    if (url.len > 0 && url.buf[url.len - 1] == '?')
-      strbuf_setlen(&url, url.len - 1);
     form_header = curl_slist_append(NULL, "Content-Type: application/x-www-form-urlencoded");
   } else if (r->creds.username)
     auth = basic_header(&r->creds);
+  /* service and scopes: the form's fields, or the URL's query */
+  strbuf_addstr(&url, r->realm);
+  {
+    struct strbuf *q = ident ? &form : &url;
+    bool first = !ident && !strchr(r->realm, '?');
+    if (r->service) {
+      char *e = curl_easy_escape(esc, r->service, 0);
+      strbuf_addf(q, "%sservice=%s", first ? "?" : "&", e);
+      curl_free(e);
+      first = false;
+    }
+    for (const char *s = scope; s && *s;) {
+      const char *sp = strchr(s, ' ');
+      char *e = curl_easy_escape(esc, s, (int)(sp ? (size_t)(sp - s) : strlen(s)));
+      strbuf_addf(q, "%sscope=%s", first ? "?" : "&", e);
+      curl_free(e);
+      first = false;
+      s = sp ? sp + 1 : NULL;
+    }
+  }
 
-  request_init(&req, &resp, form.len ? "POST" : "GET", url.buf, NULL);
-  if (form.len) {
+  request_init(&req, &resp, ident ? "POST" : "GET", url.buf, NULL);
+  if (ident) {
     req.body = form.buf;
     req.body_len = form.len;
     req.headers = form_header;
   }
-  req.out = &answer;
   req.out_max = REGISTRY_TOKEN_MAX;
   if (request_plain(r, &req, &resp, auth, err) < 0) {
     response_release(&resp);
@@ -521,17 +516,18 @@ static int token_fetch(struct oci_registry *r, const char *scope, char **header,
     response_release(&resp);
     return -1;
   }
-  strbuf_add(&answer, resp.body.buf, resp.body.len);
+  root = json_loadb(resp.body.buf, resp.body.len, 0, &je);
   response_release(&resp);
-  root = json_loadb(answer.buf, answer.len, 0, &je);
   token = root ? json_string_value(json_object_get(root, "token")) : NULL;
   if (!token || !*token)
     token = root ? json_string_value(json_object_get(root, "access_token")) : NULL;
   if (!token || !*token)
-    return cb_error_set(err, "registry %s: the token endpoint %.200s answered no token", r->registry, r->realm);
+    return cb_error_set(err, "registry %s: the token endpoint %.200s answered no token",
+                        r->registry, r->realm);
   for (const char *t = token; *t; t++)
     if ((unsigned char)*t <= 0x20 || (unsigned char)*t >= 0x7f)
-      return cb_error_set(err, "registry %s: the token endpoint %.200s answered an invalid token", r->registry, r->realm);
+      return cb_error_set(err, "registry %s: the token endpoint %.200s answered an invalid token",
+                          r->registry, r->realm);
   *header = xasprintf("Authorization: Bearer %s", token);
   return 0;
 }
@@ -997,7 +993,6 @@ int oci_registry_manifest_get(struct oci_registry *r, const char *reference,
   *media_type = NULL;
   request_init(&req, &resp, "GET", url, scope);
   req.headers = headers;
-  req.out = body;
   req.out_max = REGISTRY_MANIFEST_MAX;
   req.want_digest = reference;
   if (request(r, &req, &resp, err) < 0) {
