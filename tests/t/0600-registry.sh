@@ -163,6 +163,10 @@ expect_err "--push without -t is a usage error" "--push needs a name"
 # ---- blob mounts and chunked uploads (seen through the proxy) ----
 "$CBUILD" push --root "$R" busybox "$PROXY/first/bb:v1" >/dev/null 2>&1
 : >"$TMP/registry-main/proxy.log"
+run_cbuild push --root "$R" busybox "$PROXY/first/bb:v1"
+expect_rc "a push of what the registry holds" 0
+check "asks with HEAD and uploads nothing" sh -c "grep -q '^pass HEAD /v2/first/bb/blobs/.* 200' '$TMP/registry-main/proxy.log' && ! grep -q 'POST\|PATCH' '$TMP/registry-main/proxy.log'"
+: >"$TMP/registry-main/proxy.log"
 run_cbuild push --root "$R" busybox "$PROXY/other/bb:v1"
 expect_rc "push to a second repository" 0
 check "its blobs are mounted from the first" grep -q "POST /v2/other/bb/blobs/uploads/?mount=sha256:.*&from=first/bb .* 201" "$TMP/registry-main/proxy.log"
