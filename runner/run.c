@@ -384,6 +384,7 @@ struct run_state {
   int out_r, msg_r, go_w;
   pid_t setup_pid, init_pid;
   bool ready, have_status, failed;
+  bool go_lost; /* the go could not be sent: a child died, and says why */
   int status;
   struct strbuf msgbuf;
 };
@@ -401,9 +402,11 @@ static void handle_records(struct run_state *st, struct runner_result *res, stru
       break;
     switch (type) {
     case RUNNER_MSG_ERROR:
-      if (!st->failed) {
+      /* the child's own reason beats the broken pipe it left us */
+      if (!st->failed || st->go_lost) {
         cb_error_set(err, "%.*s", (int)n, data);
         st->failed = true;
+        st->go_lost = false;
       }
       break;
     case RUNNER_MSG_READY:
@@ -460,8 +463,10 @@ static int send_go(struct run_state *st, struct cb_error *err)
   do
     n = send(st->go_w, "g", 1, MSG_NOSIGNAL);
   while (n < 0 && errno == EINTR);
-  if (n != 1)
+  if (n != 1) {
+    st->go_lost = true;
     return cb_error_errno(err, errno, "start the sandbox");
+  }
   return 0;
 }
 
