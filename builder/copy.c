@@ -1005,12 +1005,23 @@ static int copy_path(struct copy_op *op, int rootfd, const char *src, bool dest_
   }
 }
 
+/* Whether a --chown value names a user or group (rather than numbers). */
+static bool chown_names(const char *spec)
+{
+  cleanup_free char *user = xstrdup(spec);
+  char *group = strchr(user, ':');
+  if (group)
+    *group++ = '\0';
+  return !all_digits(user) || (group && !all_digits(group));
+}
+
 struct copy_prep {
   struct copy_op op;
   int stage;
   /* for_key: the destination, taken for a file name without looking in
    * the image whether it is a directory (the parent's key settles that) */
   char *dest_unchecked;
+  bool chown_deferred; /* for_key: --chown names left unresolved (ids 0) */
 };
 
 int builder_copy_prepare(struct build_run *run, int stage, const struct parser_step *step,
@@ -1039,7 +1050,11 @@ int builder_copy_prepare(struct build_run *run, int stage, const struct parser_s
   dest_abs = builder_dest_path(op->st->config.working_dir, step->args.v[step->args.n - 1]);
   dest_dir = cb_ends_with(dest_abs, "/");
   dest = builder_path_clean(dest_abs);
-  if (step->chown && resolve_chown(op, step->chown, err) < 0)
+  if (step->chown && for_key && chown_names(step->chown)) {
+    /* names take the image's /etc/passwd and /etc/group: not read for the
+     * key (the parent's key fixes them, the flag is in the instruction) */
+    cp->chown_deferred = true;
+  } else if (step->chown && resolve_chown(op, step->chown, err) < 0)
     goto out;
 
   if (step->from && step->from_stage >= 0) {
@@ -1135,22 +1150,25 @@ out:
 
 int builder_copy_commit(struct copy_prep *cp, struct cb_error *err)
 {
-  if (cp->dest_unchecked) {
+  struct copy_op *op = &cp->op;
+  bool again = cp->chown_deferred;
+  if (!again && cp->dest_unchecked) {
     const struct fsview_node *node;
-    struct copy_op *op = &cp->op;
     if (fsview_lookup(stage_view(op->st, op->run->store), cp->dest_unchecked, &node, err) < 0)
       return -1;
-    if (node && S_ISDIR(node->mode)) {
-      /* keyed as a file name, it is a directory: the sources go inside */
-      struct copy_prep *again = NULL;
-      int rc = builder_copy_prepare(op->run, cp->stage, op->step, false, &again, err);
-      if (rc == 0)
-        rc = write_layer(&again->op, err);
-      builder_copy_free(again);
-      return rc;
-    }
+    /* keyed as a file name, it is a directory: the sources go inside */
+    again = node && S_ISDIR(node->mode);
   }
-  return write_layer(&cp->op, err);
+  if (again) {
+    /* what the key left open, settled from the image */
+    struct copy_prep *full = NULL;
+    int rc = builder_copy_prepare(op->run, cp->stage, op->step, false, &full, err);
+    if (rc == 0)
+      rc = write_layer(&full->op, err);
+    builder_copy_free(full);
+    return rc;
+  }
+  return write_layer(op, err);
 }
 
 void builder_copy_free(struct copy_prep *cp)

@@ -122,4 +122,27 @@ check "... not from the cache" sh -c "! grep -q '^#1 CACHED' '$TMP/err'"
 check "the other stage's steps keep the cache when the result is the same" grep -q "^#2 CACHED" "$TMP/err"
 
 check "the stat cache is kept in the store" sh -c "ls '$R/cache/stat/' | grep -q ."
+
+# --chown by name: the key does not read the image's /etc/passwd, the
+# layer does; a hit keeps the owner
+N=$TMP/ctx-chown
+mkdir -p "$N/etc"
+printf 'root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n' >"$N/etc/passwd"
+printf 'root:x:0:\napp:x:1000:\n' >"$N/etc/group"
+echo data >"$N/f"
+printf 'FROM scratch\nCOPY etc/ /etc/\nCOPY --chown=app f /f\nCOPY --chown=app:app f /dir/\n' >"$N/Dockerfile"
+chown_owners() {
+  local m layer
+  m=$(jq -r '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == "chowned") | .digest' "$R/index.json")
+  for layer in $(jq -r '.layers[1:][].digest' "$R/blobs/sha256/${m#sha256:}"); do
+    tar -tvzf "$R/blobs/sha256/${layer#sha256:}"
+  done | awk '{print $2, $6}' | sort | tr '\n' ' '
+}
+run_cbuild build --root "$R" -t chowned --progress plain "$N"
+expect_rc "COPY --chown=NAME builds" 0
+first_owners=$(chown_owners)
+expect_eq "the names became ids" "$first_owners" "1000/1000 dir/ 1000/1000 dir/f 1000/1000 f "
+run_cbuild build --root "$R" -t chowned --progress plain "$N"
+expect_eq "a rebuild is all CACHED" "$(grep -c '^#[1-3] CACHED' "$TMP/err")" 3
+expect_eq "... with the same owners" "$(chown_owners)" "$first_owners"
 finish
