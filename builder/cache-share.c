@@ -230,14 +230,9 @@ struct cache_import {
   size_t n;
 };
 
-static int cmp_str(const void *a, const void *b)
-{
-  return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 static bool source_has(const struct cache_source *s, const char *digest)
 {
-  return bsearch(&digest, s->digests.v, s->digests.n, sizeof(char *), cmp_str) != NULL;
+  return strvec_bsearch(&s->digests, digest) >= 0;
 }
 
 static bool import_has(void *data, const char *digest)
@@ -391,7 +386,7 @@ static int import_one(struct build_run *run, const struct builder_cache_spec *sp
   oci_manifest_release(&m);
   if (r < 0)
     return -1;
-  qsort(s->digests.v, s->digests.n, sizeof(char *), cmp_str);
+  strvec_sort(&s->digests);
   root = json_loadb(config.buf, config.len, 0, &je);
   entries = root ? json_object_get(root, "entries") : NULL;
   if (!json_is_array(entries)) {

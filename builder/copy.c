@@ -326,11 +326,6 @@ static int glob_walk(struct copy_op *op, int rootfd, const char *dir, const char
   return rc;
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-  return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 /*
  * Expand a source into the paths it names beneath rootfd: itself, or its
  * glob matches (sorted).  An excluded or missing source is "not found".
@@ -343,8 +338,7 @@ static int source_paths(struct copy_op *op, int rootfd, const char *src, struct 
   if (has_glob(clean)) {
     if (glob_walk(op, rootfd, ".", clean, out, err) < 0)
       return -1;
-    if (out->n > 1)
-      qsort(out->v, out->n, sizeof(*out->v), cmp_str);
+    strvec_sort(out);
   } else if ((!op->ctx || !context_excluded(op->ctx, clean)) && stat_beneath(rootfd, clean, &st) == 0) {
     strvec_push(out, clean);
   }

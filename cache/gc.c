@@ -44,24 +44,6 @@ int cache_build_lock(struct cache_store *s, bool exclusive, bool wait, struct cb
   return fd;
 }
 
-/* ---- a sorted set of strings ---- */
-
-static int cmp_strp(const void *a, const void *b)
-{
-  return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static void set_seal(struct strvec *set)
-{
-  if (set->n > 1)
-    qsort(set->v, set->n, sizeof(*set->v), cmp_strp);
-}
-
-static bool set_has(const struct strvec *set, const char *s)
-{
-  return s && set->n && bsearch(&s, set->v, set->n, sizeof(*set->v), cmp_strp) != NULL;
-}
-
 /* ---- what is there ---- */
 
 struct entry_info {
@@ -204,18 +186,15 @@ static int scan_tags(struct cache_store *s, struct scan *sc, struct cb_error *er
     oci_manifest_release(&m);
   }
   cache_tags_free(tags, n);
-  set_seal(&sc->needed_blobs);
-  set_seal(&sc->needed_diff_ids);
+  strvec_sort(&sc->needed_blobs);
+  strvec_sort(&sc->needed_diff_ids);
   return 0;
 }
 
 static int64_t blob_size(const struct scan *sc, const char *digest)
 {
-  char *const *hit;
-  if (!digest || !sc->blobs.n)
-    return 0;
-  hit = bsearch(&digest, sc->blobs.v, sc->blobs.n, sizeof(*sc->blobs.v), cmp_strp);
-  return hit ? sc->blob_sizes[hit - sc->blobs.v] : 0;
+  ssize_t i = strvec_bsearch(&sc->blobs, digest);
+  return i >= 0 ? sc->blob_sizes[i] : 0;
 }
 
 static int scan_store(struct cache_store *s, struct scan *sc, struct cb_error *err)
@@ -232,7 +211,7 @@ static int scan_store(struct cache_store *s, struct scan *sc, struct cb_error *e
   list_dir(dir, &names);
   for (size_t i = 0; i < names.n; i++)
     strvec_pushf(&sc->blobs, "sha256:%s", names.v[i]);
-  set_seal(&sc->blobs);
+  strvec_sort(&sc->blobs);
   sc->blob_sizes = xcalloc(sc->blobs.n + 1, sizeof(*sc->blob_sizes));
   for (size_t i = 0; i < sc->blobs.n; i++) {
     cleanup_free char *p = xasprintf("%s/%s", dir, sc->blobs.v[i] + strlen("sha256:"));
@@ -322,13 +301,13 @@ static void usage_of(const struct scan *sc, struct cache_usage *u)
   for (size_t i = 0; i < sc->n_entries; i++)
     if (sc->entries[i].layer)
       strvec_push(&referenced, sc->entries[i].layer);
-  set_seal(&referenced);
+  strvec_sort(&referenced);
   for (size_t i = 0; i < sc->blobs.n; i++) {
     const char *b = sc->blobs.v[i];
-    if (set_has(&sc->needed_blobs, b)) {
+    if (strvec_bsearch(&sc->needed_blobs, b) >= 0) {
       u->image_blobs++;
       u->image_bytes += sc->blob_sizes[i];
-    } else if (set_has(&referenced, b)) {
+    } else if (strvec_bsearch(&referenced, b) >= 0) {
       u->cache_blobs++;
       u->cache_bytes += sc->blob_sizes[i];
     } else {
@@ -396,7 +375,7 @@ static void choose_entries(struct scan *sc, const struct cache_prune_options *o,
   if (o->keep_storage >= 0) {
     qsort(cand, n, sizeof(*cand), cmp_entry_used);
     for (size_t k = n; k-- > 0;) {
-      bool tagged = cand[k]->layer && set_has(&sc->needed_blobs, cand[k]->layer);
+      bool tagged = strvec_bsearch(&sc->needed_blobs, cand[k]->layer) >= 0;
       int64_t add = tagged ? 0 : cand[k]->size;
       /* (a layer a tag holds costs nothing more to keep) */
       if (total + add > o->keep_storage)
@@ -439,14 +418,14 @@ int cache_prune(struct cache_store *s, const struct cache_prune_options *o,
       goto out;
     }
   }
-  set_seal(&keep_blobs);
-  set_seal(&keep_diff_ids);
+  strvec_sort(&keep_blobs);
+  strvec_sort(&keep_diff_ids);
 
   /* blobs: what no tag and no kept entry refers to */
   blobs = open(blobs_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   for (size_t i = 0; blobs >= 0 && i < sc.blobs.n; i++) {
     const char *b = sc.blobs.v[i];
-    if (set_has(&sc.needed_blobs, b) || set_has(&keep_blobs, b))
+    if (strvec_bsearch(&sc.needed_blobs, b) >= 0 || strvec_bsearch(&keep_blobs, b) >= 0)
       continue;
     if (unlinkat(blobs, b + strlen("sha256:"), 0) < 0 && errno != ENOENT) {
       cb_error_errno(err, errno, "remove \"%s/%s\"", blobs_dir, b + strlen("sha256:"));
@@ -458,7 +437,8 @@ int cache_prune(struct cache_store *s, const struct cache_prune_options *o,
   for (size_t i = 0; i < sc.n_snaps; i++) {
     struct snap_info *sn = &sc.snaps[i];
     bool recent = o->keep_duration >= 0 && now - sn->used < o->keep_duration;
-    bool wanted = set_has(&sc.needed_diff_ids, sn->diff_id) || set_has(&keep_diff_ids, sn->diff_id);
+    bool wanted = strvec_bsearch(&sc.needed_diff_ids, sn->diff_id) >= 0 ||
+                  strvec_bsearch(&keep_diff_ids, sn->diff_id) >= 0;
     if (recent || (!o->all && wanted))
       continue;
     if (cache_snapshot_remove(s, sn->name, err) < 0)

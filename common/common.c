@@ -249,6 +249,26 @@ ssize_t strvec_find(const struct strvec *sv, const char *s)
   return -1;
 }
 
+static int strp_cmp(const void *a, const void *b)
+{
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+void strvec_sort(struct strvec *sv)
+{
+  if (sv->n > 1)
+    qsort(sv->v, sv->n, sizeof(*sv->v), strp_cmp);
+}
+
+ssize_t strvec_bsearch(const struct strvec *sv, const char *s)
+{
+  char *const *hit;
+  if (!s || !sv->n)
+    return -1;
+  hit = bsearch(&s, sv->v, sv->n, sizeof(*sv->v), strp_cmp);
+  return hit ? hit - sv->v : -1;
+}
+
 void cb_cleanup_strvecp(struct strvec *sv) { strvec_clear(sv); }
 
 /* ---- errors ---- */

@@ -116,6 +116,10 @@ void strvec_clear(struct strvec *sv);
 void strvec_copy(struct strvec *dst, const struct strvec *src);
 /* Index of the first element equal to s, or -1. */
 ssize_t strvec_find(const struct strvec *sv, const char *s);
+/* Sort in strcmp order; strvec_bsearch then finds an element in a sorted
+ * strvec in O(log n): its index, or -1 (s may be NULL: -1). */
+void strvec_sort(struct strvec *sv);
+ssize_t strvec_bsearch(const struct strvec *sv, const char *s);
 void cb_cleanup_strvecp(struct strvec *sv);
 #define cleanup_strvec __attribute__((cleanup(cb_cleanup_strvecp)))
 

@@ -45,6 +45,26 @@ static void test_strvec(void)
   CHECK_INT(strvec_find(&sv, "c"), -1);
 }
 
+static void test_strvec_sorted(void)
+{
+  cleanup_strvec struct strvec sv = STRVEC_INIT;
+  CHECK_INT(strvec_bsearch(&sv, "a"), -1);
+  strvec_push(&sv, "b/c");
+  strvec_push(&sv, "b");
+  strvec_push(&sv, "a");
+  strvec_push(&sv, "b.c");
+  strvec_sort(&sv);
+  CHECK_STR(sv.v[0], "a");
+  CHECK_STR(sv.v[1], "b");
+  CHECK_STR(sv.v[2], "b.c");
+  CHECK_STR(sv.v[3], "b/c");
+  CHECK(sv.v[4] == NULL);
+  CHECK_INT(strvec_bsearch(&sv, "b.c"), 2);
+  CHECK_INT(strvec_bsearch(&sv, "b/c"), 3);
+  CHECK_INT(strvec_bsearch(&sv, "bb"), -1);
+  CHECK_INT(strvec_bsearch(&sv, NULL), -1);
+}
+
 static void test_error_wrap(void)
 {
   struct cb_error err;
@@ -67,6 +87,7 @@ static const struct unit_test tests[] = {
   { "strbuf", test_strbuf },
   { "strbuf_detach", test_strbuf_detach },
   { "strvec", test_strvec },
+  { "strvec_sorted", test_strvec_sorted },
   { "error_wrap", test_error_wrap },
   { "strings", test_strings },
 };
