@@ -19,6 +19,13 @@ int builder_cmd_usage(const char *cmd, const char *text);
 /* The store for --root (or its default), created when missing. */
 struct cache_store *builder_cmd_store(const char *root_flag, struct cb_error *err);
 
+/* A client of registry/repository with the registry flags of reg (the
+ * credentials given, else looked up as oci.h says). */
+struct oci_registry *builder_registry_client(const struct builder_registry *reg,
+                                             const char *registry, const char *repository,
+                                             const struct oci_credentials *creds,
+                                             struct cb_error *err);
+
 /* ---- the image's filesystem, read from its layers ----
  *
  * What COPY needs to know of the image it copies into: whether a path

@@ -340,15 +340,7 @@ static int source_manifest(struct build_run *run, const struct builder_cache_spe
   }
   if (oci_reference_parse(spec->ref, &ref, err) < 0)
     return -1;
-  {
-    struct oci_registry_options o = { 0 };
-    o.insecure = &run->o->registry.insecure;
-    o.ca_cert = run->o->registry.ca_cert;
-    o.authfile = run->o->registry.authfile;
-    o.retries = -1;
-    o.user_agent = "cbuild/" CBUILD_VERSION;
-    s->client = oci_registry_new(ref.registry, ref.repository, &o, err);
-  }
+  s->client = builder_registry_client(&run->o->registry, ref.registry, ref.repository, NULL, err);
   r = s->client ? oci_registry_manifest_get(s->client, ref.digest ? ref.digest : ref.tag, body, &mt,
                                             digest, err)
                 : -1;

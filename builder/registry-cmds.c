@@ -260,7 +260,6 @@ int builder_cmd_login(int argc, char **argv, const char *root)
   struct cmd_args a;
   struct cb_error err;
   struct oci_credentials creds = OCI_CREDENTIALS_INIT;
-  struct oci_registry_options ro = { 0 };
   struct oci_registry *client;
   cleanup_free char *host = NULL;
   int rc;
@@ -287,12 +286,7 @@ int builder_cmd_login(int argc, char **argv, const char *root)
     rc = builder_cmd_usage("login", "a username and a password are required");
     goto out;
   }
-  ro.insecure = &a.reg.insecure;
-  ro.ca_cert = a.reg.ca_cert;
-  ro.credentials = &creds;
-  ro.retries = -1;
-  ro.user_agent = "cbuild/" CBUILD_VERSION;
-  client = oci_registry_new(host, "", &ro, &err);
+  client = builder_registry_client(&a.reg, host, "", &creds, &err);
   if (!client || oci_registry_check_login(client, &err) < 0) {
     oci_registry_free(client);
     rc = builder_cmd_fail(&err);

@@ -43,16 +43,19 @@ int builder_pull_policy_parse(const char *s, enum builder_pull_policy *p)
   return 0;
 }
 
-static struct oci_registry *client_new(const struct builder_registry *reg,
-                                       const struct oci_reference *ref, struct cb_error *err)
+struct oci_registry *builder_registry_client(const struct builder_registry *reg,
+                                             const char *registry, const char *repository,
+                                             const struct oci_credentials *creds,
+                                             struct cb_error *err)
 {
   struct oci_registry_options o = { 0 };
   o.insecure = &reg->insecure;
   o.ca_cert = reg->ca_cert;
   o.authfile = reg->authfile;
+  o.credentials = creds;
   o.retries = -1;
   o.user_agent = "cbuild/" CBUILD_VERSION;
-  return oci_registry_new(ref->registry, ref->repository, &o, err);
+  return oci_registry_new(registry, repository, &o, err);
 }
 
 /* ---- blob sources ---- */
@@ -312,7 +315,7 @@ int builder_pull(struct cache_store *store, const struct builder_registry *reg, 
   if (!platform)
     platform = reg->platform ? reg->platform : parser_host_platform();
   display = oci_reference_familiar(&ref);
-  client = client_new(reg, &ref, err);
+  client = builder_registry_client(reg, ref.registry, ref.repository, NULL, err);
   if (!client)
     goto out;
   r = oci_registry_manifest_get(client, ref.digest ? ref.digest : ref.tag, &body, &media_type,
@@ -513,7 +516,7 @@ int builder_push_manifest(struct cache_store *store, const struct builder_regist
   if (cache_blob_read(store, desc->digest, &body, err) < 0 ||
       oci_manifest_parse(body.buf, body.len, &m, err) < 0)
     goto out;
-  client = client_new(reg, &ref, err);
+  client = builder_registry_client(reg, ref.registry, ref.repository, NULL, err);
   if (!client)
     goto out;
   blobs = xcalloc(m.n_layers + 1, sizeof(*blobs));
