@@ -11,7 +11,6 @@
 #include "builder-internal.h"
 
 #include <errno.h>
-#include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <time.h>
@@ -395,22 +394,12 @@ static int resolve_digest(struct cache_store *store, const char *digest, const c
   cleanup_strbuf struct strbuf text = STRBUF_INIT;
   cleanup_free char *mt = NULL;
   struct oci_index x;
-  json_error_t je;
-  json_t *root;
   int i;
   if (!cache_blob_exists(store, digest))
     return 1;
   if (cache_blob_read(store, digest, &text, err) < 0)
     return -1;
-  root = json_loadb(text.buf, text.len, 0, &je);
-  if (root) {
-    const char *s = json_string_value(json_object_get(root, "mediaType"));
-    if (s)
-      mt = xstrdup(s);
-    else if (json_is_array(json_object_get(root, "manifests")))
-      mt = xstrdup(OCI_MEDIA_TYPE_INDEX);
-    json_decref(root);
-  }
+  mt = oci_media_type_of_json(text.buf, text.len);
   if (!oci_media_type_is_index(mt)) {
     manifest->media_type = xstrdup(mt ? mt : OCI_MEDIA_TYPE_MANIFEST);
     manifest->digest = xstrdup(digest);

@@ -665,6 +665,18 @@ int oci_index_parse(const char *json, size_t n, struct oci_index *x, struct cb_e
   return 0;
 }
 
+char *oci_media_type_of_json(const char *json, size_t n)
+{
+  json_error_t je;
+  cleanup_json json_t *root = json_loadb(json, n, 0, &je);
+  const char *mt = root ? json_string_value(json_object_get(root, "mediaType")) : NULL;
+  if (!mt && root && json_is_array(json_object_get(root, "manifests")))
+    mt = OCI_MEDIA_TYPE_INDEX;
+  else if (!mt && root && json_is_object(json_object_get(root, "config")))
+    mt = OCI_MEDIA_TYPE_MANIFEST;
+  return mt ? xstrdup(mt) : NULL;
+}
+
 /* ---- configs ---- */
 
 static void health_free(struct oci_health *h)

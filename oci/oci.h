@@ -369,6 +369,10 @@ struct oci_index {
 void oci_index_release(struct oci_index *x);
 char *oci_index_json(const struct oci_index *x);
 int oci_index_parse(const char *json, size_t n, struct oci_index *x, struct cb_error *err);
+/* The media type a manifest or index JSON states, else the one its shape
+ * says (an index has "manifests", a manifest a "config"); NULL when it is
+ * neither, or not JSON.  The caller frees it. */
+char *oci_media_type_of_json(const char *json, size_t n);
 /*
  * The entry of an index for platform ("os/arch[/variant]"), as Docker
  * chooses it: os and architecture equal; a variant asked for must match,

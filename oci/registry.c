@@ -1026,21 +1026,16 @@ int oci_registry_manifest_get(struct oci_registry *r, const char *reference,
     *media_type = media_type_of(resp.content_type);
     if (!oci_media_type_is_index(*media_type) && !oci_media_type_is_manifest(*media_type)) {
       /* some registries answer application/json: trust the JSON's mediaType */
-      json_error_t je;
-      cleanup_json json_t *root = json_loadb(body->buf, body->len, 0, &je);
-      const char *mt = root ? json_string_value(json_object_get(root, "mediaType")) : NULL;
       free(*media_type);
-      *media_type = NULL;
-      if (!mt && root && json_is_array(json_object_get(root, "manifests")))
-        mt = OCI_MEDIA_TYPE_INDEX;
-      else if (!mt && root && json_is_object(json_object_get(root, "config")))
-        mt = OCI_MEDIA_TYPE_MANIFEST;
-      if (!oci_media_type_is_index(mt) && !oci_media_type_is_manifest(mt)) {
+      *media_type = oci_media_type_of_json(body->buf, body->len);
+      if (!oci_media_type_is_index(*media_type) && !oci_media_type_is_manifest(*media_type)) {
         cb_error_set(err, "get manifest %s:%s: unsupported media type \"%.100s\"", r->display,
-                     reference, mt ? mt : resp.content_type ? resp.content_type : "none");
+                     reference,
+                     *media_type ? *media_type : resp.content_type ? resp.content_type : "none");
+        free(*media_type);
+        *media_type = NULL;
         ret = -1;
-      } else
-        *media_type = xstrdup(mt);
+      }
     }
   }
   response_release(&resp);

@@ -857,6 +857,26 @@ static void test_index_platform(void)
   oci_index_release(&x);
 }
 
+static void check_media_type(const char *json, const char *want)
+{
+  char *got = oci_media_type_of_json(json, strlen(json));
+  if (want)
+    CHECK_STR(got ? got : "(null)", want);
+  else
+    CHECK(got == NULL);
+  free(got);
+}
+
+static void test_media_type_of_json(void)
+{
+  check_media_type("{\"mediaType\":\"application/x-said\",\"manifests\":[]}", "application/x-said");
+  check_media_type("{\"schemaVersion\":2,\"manifests\":[]}", OCI_MEDIA_TYPE_INDEX);
+  check_media_type("{\"schemaVersion\":2,\"config\":{},\"layers\":[]}", OCI_MEDIA_TYPE_MANIFEST);
+  check_media_type("{\"schemaVersion\":2,\"manifests\":{}}", NULL);
+  check_media_type("{\"mediaType\":7}", NULL);
+  check_media_type("not json", NULL);
+}
+
 static const struct unit_test tests[] = {
   { "config_exact_json", test_config_exact_json },
   { "config_empty", test_config_empty },
@@ -870,6 +890,7 @@ static const struct unit_test tests[] = {
   { "manifest_docker", test_manifest_docker },
   { "index_round_trip", test_index_round_trip },
   { "index_platform", test_index_platform },
+  { "media_type_of_json", test_media_type_of_json },
   { "hostile_config", test_hostile_config },
   { "hostile_manifest_index", test_hostile_manifest_index },
   { "hostile_nesting", test_hostile_nesting },
