@@ -32,15 +32,7 @@ ctx=$work/ctx
 rm -rf "$ctx"
 mkdir -p "$ctx"
 printf 'hello from the build context\n' >"$ctx/hello.txt"
-cat >"$ctx/Dockerfile" <<'EOF'
-FROM busybox
-RUN mkdir -p /data/logs && echo one >/data/a && echo two >/data/b && seq 1 1000 >/data/numbers && ln -s numbers /data/link
-COPY hello.txt /data/hello.txt
-ENV GREETING=hello
-WORKDIR /data
-RUN rm /data/b && echo "$GREETING from $(pwd)" >greeting
-CMD ["cat", "/data/greeting"]
-EOF
+bench_busybox_dockerfile "$ctx/Dockerfile"
 
 q() { printf '%q' "$1"; }
 for net in default none; do

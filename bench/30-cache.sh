@@ -37,15 +37,7 @@ for c in cached changed; do
   mkdir -p "$work/ctx-$c"
   # shellcheck disable=SC2059 # the format is ours
   printf "$old" >"$work/ctx-$c/hello.txt"
-  cat >"$work/ctx-$c/Dockerfile" <<'EOF'
-FROM busybox
-RUN mkdir -p /data/logs && echo one >/data/a && echo two >/data/b && seq 1 1000 >/data/numbers && ln -s numbers /data/link
-COPY hello.txt /data/hello.txt
-ENV GREETING=hello
-WORKDIR /data
-RUN rm /data/b && echo "$GREETING from $(pwd)" >greeting
-CMD ["cat", "/data/greeting"]
-EOF
+  bench_busybox_dockerfile "$work/ctx-$c/Dockerfile"
 done
 t0=$(bench_now)
 

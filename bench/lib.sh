@@ -454,3 +454,19 @@ bench_check_runs() {
   done
   printf '%s' "$n"
 }
+
+# bench_busybox_dockerfile FILE: writes the 7-step busybox Dockerfile that
+# 21-busybox (cold builds) and 30-cache (rebuilds) time: FROM busybox, a RUN
+# that makes files, COPY of the context's hello.txt, ENV, WORKDIR, a RUN
+# that deletes a file of an earlier layer, CMD.
+bench_busybox_dockerfile() {
+  cat >"$1" <<'EOF'
+FROM busybox
+RUN mkdir -p /data/logs && echo one >/data/a && echo two >/data/b && seq 1 1000 >/data/numbers && ln -s numbers /data/link
+COPY hello.txt /data/hello.txt
+ENV GREETING=hello
+WORKDIR /data
+RUN rm /data/b && echo "$GREETING from $(pwd)" >greeting
+CMD ["cat", "/data/greeting"]
+EOF
+}
