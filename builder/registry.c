@@ -247,6 +247,16 @@ static int transfer_all(struct cache_store *store, struct oci_registry *client,
   return r;
 }
 
+/* The blobs a manifest names, its config first (not owned: m's). */
+static struct oci_descriptor *manifest_blobs(const struct oci_manifest *m)
+{
+  struct oci_descriptor *blobs = xcalloc(m->n_layers + 1, sizeof(*blobs));
+  blobs[0] = m->config;
+  for (size_t i = 0; i < m->n_layers; i++)
+    blobs[i + 1] = m->layers[i];
+  return blobs;
+}
+
 /* ---- pull ---- */
 
 static int pull_blob(struct transfer *t, size_t i, struct cb_error *err)
@@ -356,11 +366,7 @@ int builder_pull(struct cache_store *store, const struct builder_registry *reg, 
   if (oci_manifest_parse(body.buf, body.len, &m, err) < 0)
     goto out;
 
-  /* the config first, then the layers */
-  blobs = xcalloc(m.n_layers + 1, sizeof(*blobs));
-  blobs[0] = m.config;
-  for (size_t i = 0; i < m.n_layers; i++)
-    blobs[i + 1] = m.layers[i];
+  blobs = manifest_blobs(&m);
   r = transfer_all(store, client, &ref, reg, "pull", display, blobs, m.n_layers + 1, pull_blob,
                    err);
   if (r < 0 || put_json_blob(store, &body, digest, err) < 0)
@@ -508,10 +514,7 @@ int builder_push_manifest(struct cache_store *store, const struct builder_regist
   client = builder_registry_client(reg, ref.registry, ref.repository, NULL, err);
   if (!client)
     goto out;
-  blobs = xcalloc(m.n_layers + 1, sizeof(*blobs));
-  for (size_t i = 0; i < m.n_layers; i++)
-    blobs[i] = m.layers[i];
-  blobs[m.n_layers] = m.config;
+  blobs = manifest_blobs(&m);
   if (transfer_all(store, client, &ref, reg, "push", display, blobs, m.n_layers + 1, push_blob,
                    err) < 0)
     goto out;
