@@ -150,8 +150,9 @@ int builder_copy(struct build_run *run, int stage, const struct parser_step *ste
  * downloads URLs, unpacks archives); commit writes the layer.  With
  * for_key, prepare does not read the image to learn whether a destination
  * without a final '/' is a directory, nor the ids --chown names (the key
- * needs no answer: the parent's key fixes them); commit asks, and
- * prepares again when the answer changes what it copies. */
+ * needs no answer: the parent's key fixes them); commit asks, gives the
+ * items their owner, and prepares again when the destination turns out
+ * to be a directory. */
 struct copy_prep;
 int builder_copy_prepare(struct build_run *run, int stage, const struct parser_step *step,
                          bool for_key, struct copy_prep **out, struct cb_error *err);

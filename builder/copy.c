@@ -1145,22 +1145,29 @@ out:
 int builder_copy_commit(struct copy_prep *cp, struct cb_error *err)
 {
   struct copy_op *op = &cp->op;
-  bool again = cp->chown_deferred;
-  if (!again && cp->dest_unchecked) {
+  if (cp->dest_unchecked) {
     const struct fsview_node *node;
     if (fsview_lookup(stage_view(op->st, op->run->store), cp->dest_unchecked, &node, err) < 0)
       return -1;
-    /* keyed as a file name, it is a directory: the sources go inside */
-    again = node && S_ISDIR(node->mode);
+    if (node && S_ISDIR(node->mode)) {
+      /* keyed as a file name, it is a directory: the sources go inside */
+      struct copy_prep *full = NULL;
+      int rc = builder_copy_prepare(op->run, cp->stage, op->step, false, &full, err);
+      if (rc == 0)
+        rc = write_layer(&full->op, err);
+      builder_copy_free(full);
+      return rc;
+    }
   }
-  if (again) {
-    /* what the key left open, settled from the image */
-    struct copy_prep *full = NULL;
-    int rc = builder_copy_prepare(op->run, cp->stage, op->step, false, &full, err);
-    if (rc == 0)
-      rc = write_layer(&full->op, err);
-    builder_copy_free(full);
-    return rc;
+  if (cp->chown_deferred) {
+    /* with --chown every item is the named owner's (no archive keeps its
+     * own): the ids the key left open, from the image */
+    if (resolve_chown(op, op->step->chown, err) < 0)
+      return -1;
+    for (size_t i = 0; i < op->n; i++) {
+      op->items[i].uid = op->uid;
+      op->items[i].gid = op->gid;
+    }
   }
   return write_layer(op, err);
 }
