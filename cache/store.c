@@ -201,23 +201,6 @@ static int open_subdir(int parent, const char *name, const char *what, const cha
 }
 
 /* mkdir -p root; root itself may be reached through symlinks (the user's choice). */
-static int mkdir_p(const char *root, struct cb_error *err)
-{
-  cleanup_free char *p = xstrdup(root);
-  for (char *c = p + 1;; c++) {
-    if (*c == '/' || *c == '\0') {
-      char save = *c;
-      *c = '\0';
-      if (mkdir(p, STORE_DIR_MODE) < 0 && errno != EEXIST)
-        return cb_error_errno(err, errno, "create store \"%s\": mkdir \"%s\"", root, p);
-      *c = save;
-      if (save == '\0')
-        break;
-    }
-  }
-  return 0;
-}
-
 /*
  * Create the file `name` with content data unless something is there; what
  * is there must be a regular file.  Done under the lock so that a store
@@ -289,8 +272,10 @@ struct cache_store *cache_store_open(const char *root, struct cb_error *err)
 
   s->root_fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (s->root_fd < 0 && errno == ENOENT) {
-    if (mkdir_p(root, err) < 0)
+    if (cb_mkdir_p(root, STORE_DIR_MODE, err) < 0) {
+      cb_error_wrap(err, "create store \"%s\"", root);
       goto fail;
+    }
     s->root_fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   }
   if (s->root_fd < 0) {

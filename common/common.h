@@ -172,6 +172,10 @@ int cb_write_all(int fd, const void *data, size_t n);
 /* read(2), retried on EINTR. */
 ssize_t cb_read_retry(int fd, void *buf, size_t n);
 
+/* mkdir -p: path and the directories above it, each made with mode when
+ * missing; -1 with err naming the component that could not be made. */
+int cb_mkdir_p(const char *path, mode_t mode, struct cb_error *err);
+
 /* Remove name (relative to dirfd) and, for a directory, all it holds,
  * never following symlinks.  -1 with errno on the first failure. */
 int cb_remove_tree(int dirfd, const char *name);

@@ -162,3 +162,19 @@ int cb_list_dir(int dirfd, const char *name, struct strvec *out)
   closedir(d);
   return 0;
 }
+
+int cb_mkdir_p(const char *path, mode_t mode, struct cb_error *err)
+{
+  cleanup_free char *p = xstrdup(path);
+  for (char *c = p + 1;; c++) {
+    if (*c == '/' || *c == '\0') {
+      char save = *c;
+      *c = '\0';
+      if (mkdir(p, mode) < 0 && errno != EEXIST)
+        return cb_error_errno(err, errno, "mkdir \"%s\"", p);
+      *c = save;
+      if (save == '\0')
+        return 0;
+    }
+  }
+}

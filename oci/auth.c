@@ -339,22 +339,6 @@ static int auth_file_load(const char *path, json_t **root, struct cb_error *err)
 }
 
 /* mkdir -p, creating what is missing 0700. */
-static int mkdir_parents(const char *dir)
-{
-  cleanup_free char *p = xstrdup(dir);
-  for (char *s = p + 1;; s++) {
-    if (*s == '/' || *s == '\0') {
-      char saved = *s;
-      *s = '\0';
-      if (mkdir(p, 0700) < 0 && errno != EEXIST)
-        return -1;
-      *s = saved;
-      if (saved == '\0')
-        return 0;
-    }
-  }
-}
-
 /*
  * Replace path with root: a temporary file beside it, mode 0600, synced and
  * renamed over it, so that readers see the old file or the new one and a
@@ -376,8 +360,8 @@ static int auth_file_save(const char *path, json_t *root, struct cb_error *err)
 
   if (json == NULL)
     cb_die("out of memory");
-  if (mkdir_parents(dir) < 0)
-    return cb_error_errno(err, errno, "create directory \"%s\"", dir);
+  if (cb_mkdir_p(dir, 0700, err) < 0)
+    return cb_error_wrap(err, "create directory \"%s\"", dir);
   /* mkostemp creates it 0600 */
   fd = mkostemp(tmp, O_CLOEXEC);
   if (fd < 0)
