@@ -43,9 +43,6 @@ static int blob_source_open_unchecked(void *data, const char *digest, int64_t *s
 static int blob_source_corrupt(void *data, const char *digest, int fd, const char *got,
                                struct cb_error *err);
 
-/* jansson's own json_decrefp(), as oci/ uses it. */
-#define cleanup_json __attribute__((cleanup(json_decrefp)))
-
 /* ---- small file helpers ---- */
 
 static int fsync_retry(int fd)

@@ -58,6 +58,9 @@ void cb_cleanup_fclosep(FILE **f);
 #define cleanup_free __attribute__((cleanup(cb_cleanup_freep)))
 #define cleanup_close __attribute__((cleanup(cb_cleanup_closep)))
 #define cleanup_fclose __attribute__((cleanup(cb_cleanup_fclosep)))
+/* jansson's own json_decrefp (as its json_auto_t uses): for the modules
+ * that include <jansson.h> */
+#define cleanup_json __attribute__((cleanup(json_decrefp)))
 
 /* Hand ownership of *pp to the caller, leaving NULL behind. */
 static inline void *cb_steal_pointer(void *pp)

@@ -25,9 +25,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* jansson's own json_decrefp, as its json_auto_t uses */
-#define cleanup_json __attribute__((cleanup(json_decrefp)))
-
 /* Docker Hub's key in Docker's config, and the server its helpers get */
 #define HUB_SERVER "https://index.docker.io/v1/"
 /* Docker Hub's name everywhere else, and its key in an auth.json */

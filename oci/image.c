@@ -22,9 +22,6 @@
 #include <jansson.h>
 #include <limits.h>
 
-/* jansson's own json_decrefp, as its json_auto_t uses */
-#define cleanup_json __attribute__((cleanup(json_decrefp)))
-
 /* ---- writing ---- */
 
 static json_t *jcheck(json_t *j)

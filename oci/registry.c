@@ -24,9 +24,6 @@
 #define REGISTRY_BACKOFF_MS 250
 #define REGISTRY_BACKOFF_MAX_MS 10000
 
-/* jansson's own json_decrefp, as its json_auto_t uses */
-#define cleanup_json __attribute__((cleanup(json_decrefp)))
-
 static const char accept_manifests[] =
     "Accept: " OCI_MEDIA_TYPE_MANIFEST ", " OCI_MEDIA_TYPE_INDEX ", "
     OCI_MEDIA_TYPE_DOCKER_MANIFEST ", " OCI_MEDIA_TYPE_DOCKER_LIST;
