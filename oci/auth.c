@@ -10,7 +10,7 @@
  * concern the registry asked for are not looked at.  Writing keeps every
  * member it does not own and replaces the file atomically.
  */
-#include "oci.h"
+#include "oci-internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -440,7 +440,7 @@ static char *base64_decode(const char *s, size_t *len_out)
   return (char *)out;
 }
 
-static char *base64_encode(const char *data, size_t n)
+char *oci_base64_encode(const char *data, size_t n)
 {
   char *out;
   if (n > INT_MAX / 2)
@@ -913,7 +913,7 @@ static int entry_write(json_t *auths, const char *key, const struct oci_credenti
     jset(entry, "identitytoken", token);
   } else {
     cleanup_free char *pair = xasprintf("%s:%s", c->username, c->password);
-    cleanup_free char *encoded = base64_encode(pair, strlen(pair));
+    cleanup_free char *encoded = oci_base64_encode(pair, strlen(pair));
     explicit_bzero(pair, strlen(pair));
     jset(entry, "auth", json_string(encoded));
   }

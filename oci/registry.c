@@ -5,13 +5,12 @@
  * bounded, headers are copied with limits, and nothing a registry sends is
  * trusted before it hashes to what was asked for.
  */
-#include "oci.h"
+#include "oci-internal.h"
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <jansson.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <time.h>
 #include <unistd.h>
@@ -426,10 +425,8 @@ static int creds_get(struct oci_registry *r, struct cb_error *err)
 static char *basic_header(const struct oci_credentials *c)
 {
   cleanup_free char *plain = xasprintf("%s:%s", c->username, c->password ? c->password : "");
-  size_t n = strlen(plain);
-  cleanup_free unsigned char *b64 = xmalloc(st_add(st_mult(4, n / 3 + 1), 1));
-  EVP_EncodeBlock(b64, (const unsigned char *)plain, (int)n);
-  return xasprintf("Authorization: Basic %s", (const char *)b64);
+  cleanup_free char *b64 = oci_base64_encode(plain, strlen(plain));
+  return xasprintf("Authorization: Basic %s", b64);
 }
 
 static int perform(struct oci_registry *r, struct http_request *req, struct http_response *resp,
