@@ -229,7 +229,8 @@ static char *docker_config_path(const char *home)
 
 struct auth_source {
   char *path;
-  bool docker; /* Docker's config.json rather than a containers auth.json */
+  bool docker;  /* Docker's config.json rather than a containers auth.json */
+  bool guessed; /* root's runtime file, taken for ours because uid is 0 */
 };
 
 /* The files a lookup reads, in order (see oci.h); returns how many. */
@@ -242,18 +243,19 @@ static size_t lookup_sources(const char *authfile, struct auth_source s[4])
   size_t n = 0;
 
   if (authfile && *authfile)
-    s[n++] = (struct auth_source){ xstrdup(authfile), false };
+    s[n++] = (struct auth_source){ xstrdup(authfile), false, false };
   else if (env && *env)
-    s[n++] = (struct auth_source){ xstrdup(env), false };
+    s[n++] = (struct auth_source){ xstrdup(env), false, false };
   if (runtime && *runtime)
-    s[n++] = (struct auth_source){ xasprintf("%s/containers/auth.json", runtime), false };
+    s[n++] = (struct auth_source){ xasprintf("%s/containers/auth.json", runtime), false, false };
   else if (getuid() == 0)
     /* root's; other users' runtime directory comes from XDG_RUNTIME_DIR */
-    s[n++] = (struct auth_source){ xstrdup("/run/containers/0/auth.json"), false };
+    s[n++] = (struct auth_source){ xstrdup("/run/containers/0/auth.json"), false, true };
   if (home)
-    s[n++] = (struct auth_source){ xasprintf("%s/.config/containers/auth.json", home), false };
+    s[n++] = (struct auth_source){ xasprintf("%s/.config/containers/auth.json", home), false,
+                                   false };
   if (docker)
-    s[n++] = (struct auth_source){ docker, true };
+    s[n++] = (struct auth_source){ docker, true, false };
   return n;
 }
 
@@ -992,7 +994,12 @@ static int source_lookup(const struct auth_source *s, const struct registry *r,
                          struct oci_credentials *c, struct cb_error *err)
 {
   cleanup_json json_t *root = NULL;
-  int rc = auth_file_load(s->path, &root, err);
+  int rc;
+  /* uid 0 in a rootless build's user namespace is not the real root: the
+   * real root's file, closed to us, is not ours and not an error */
+  if (s->guessed && access(s->path, R_OK) < 0 && errno == EACCES)
+    return 1;
+  rc = auth_file_load(s->path, &root, err);
   if (rc == 0 && root == NULL)
     return 1;
   if (rc == 0)
