@@ -30,8 +30,8 @@ ALL_LDFLAGS := $(LDFLAGS) $(SAN)
 LIBS := $(PKG_LIBS) -lpthread
 
 MODULES := common parser oci cache runner builder
-LIB_SRCS := $(filter-out builder/main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
-LIB_OBJS := $(LIB_SRCS:%.c=$(B)/%.o)
+LIB_SRCS := $(filter-out builder/main.c runner/sandbox-main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
+LIB_OBJS := $(LIB_SRCS:%.c=$(B)/%.o) $(B)/runner/sandbox-image.o
 UNIT_SRCS := $(wildcard tests/unit/test-*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 HEADERS := $(wildcard */*.h tests/unit/*.h)
@@ -51,6 +51,24 @@ check-pkgs:
 $(B)/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+# cbuild-sandbox: the sandbox's setup process (runner/runner-internal.h),
+# static and libc-only, carried inside cbuild.  Under SANITIZE, UBSan traps
+# (no runtime to link); AddressSanitizer cannot be linked statically.
+SANDBOX_SRCS := runner/sandbox-main.c runner/sandbox.c runner/privileges.c runner/mounts.c \
+                runner/overlay.c runner/user.c runner/wire.c common/common.c common/fs.c
+SANDBOX_OBJS := $(SANDBOX_SRCS:%.c=$(B)/sandbox/%.o)
+ifeq ($(SANITIZE),1)
+SANDBOX_SAN := -fsanitize=undefined -fsanitize-undefined-trap-on-error
+endif
+$(B)/sandbox/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(SANDBOX_SAN) -c -o $@ $<
+$(B)/cbuild-sandbox: $(SANDBOX_OBJS)
+	$(CC) -static $(LDFLAGS) -o $@ $^
+$(B)/runner/sandbox-image.o: runner/sandbox-image.S $(B)/cbuild-sandbox
+	@mkdir -p $(dir $@)
+	$(CC) -DSANDBOX_IMAGE='"$(B)/cbuild-sandbox"' -c -o $@ $<
 
 $(B)/libcbuild.a: $(LIB_OBJS)
 	@rm -f $@

@@ -63,7 +63,7 @@ for line in open(sys.argv[1]):
 main = next(p for (_, _, c, p, _, _, _) in ev if c == 'cbuild')
 steps, cur = [], None
 for t, d, comm, pid, cont, sc, line in ev:
-    if comm == 'cbuild' and pid == main and sc == 'clone' and not cont:
+    if comm == 'cbuild' and pid == main and sc in ('clone', 'clone3') and not cont:
         if cur is None:
             cur = {'clone': t}
         continue  # a second fork in a step is slirp4netns's
@@ -73,18 +73,16 @@ for t, d, comm, pid, cont, sc, line in ev:
         cur['done'] = t + d; steps.append(cur); cur = None; continue
     if cont:
         continue
-    if comm == 'cbuild' and sc == 'unshare' and 'unshare1' not in cur: cur['unshare1'] = t + d
-    elif comm == 'cbuild-init' and sc == 'unshare': cur['unshare2'] = t + d
+    if comm == 'cbuild-init' and sc == 'unshare': cur['unshare2'] = t + d
     elif comm == 'cbuild-init' and sc == 'fsmount': cur['fsmount'] = t + d
     elif comm == 'cbuild-init' and sc == 'pivot_root': cur['pivot'] = t + d
-    elif comm == 'cbuild-init' and sc == 'clone' and 'clonesh' not in cur: cur['clonesh'] = t
+    elif comm == 'cbuild-init' and sc in ('clone', 'clone3') and 'clonesh' not in cur: cur['clonesh'] = t
     elif comm == 'sh' and sc == 'execve': cur['exec'] = t
     elif comm == 'sh' and sc == 'exit_group': cur['shexit'] = t
     elif comm == 'cbuild-init' and sc == 'exit_group': cur['initexit'] = t
 phases = [
     ('main process between steps: layer from the upperdir, cleanup, next step\'s dirs', 'prevdone', 'clone'),
-    ('fork of the setup process + unshare(PID|UTS|IPC|NET)', 'clone', 'unshare1'),
-    ('fork of the init + unshare(NS|CGROUP)', 'unshare1', 'unshare2'),
+    ('clone(PID|UTS|IPC|NET) + exec of the init + unshare(NS|CGROUP)', 'clone', 'unshare2'),
     ('overlay mount (fsopen .. fsmount)', 'unshare2', 'fsmount'),
     ('proc, sys, dev, etc mounts, masks, pivot_root', 'fsmount', 'pivot'),
     ('pivot_root -> fork of the command (waits for slirp4netns)', 'pivot', 'clonesh'),

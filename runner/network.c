@@ -10,12 +10,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <net/if.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -174,22 +172,6 @@ void runner_slirp_stop(struct runner_slirp *sl)
   sl->ready_fd = sl->exit_fd = -1;
   free(sl->log);
   sl->log = NULL;
-}
-
-int runner_net_lo_up(struct cb_error *err)
-{
-  cleanup_close int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  struct ifreq ifr;
-  if (fd < 0)
-    return cb_error_errno(err, errno, "socket");
-  memset(&ifr, 0, sizeof(ifr));
-  memcpy(ifr.ifr_name, "lo", 3);
-  if (ioctl(fd, SIOCGIFFLAGS, &ifr) < 0)
-    return cb_error_errno(err, errno, "read the flags of \"lo\"");
-  ifr.ifr_flags |= IFF_UP;
-  if (ioctl(fd, SIOCSIFFLAGS, &ifr) < 0)
-    return cb_error_errno(err, errno, "bring up \"lo\"");
-  return 0;
 }
 
 /* ---- a network namespace shared by steps ---- */

@@ -1,20 +1,24 @@
 /*
- * One RUN step from start to end: the processes of runner-internal.h, the
- * pipes and the socket between them, the init that reaps and forwards signals, and the
- * cleanup that leaves no mount, process, cgroup or temp dir behind.
+ * One RUN step from start to end, in the caller: cbuild-sandbox started
+ * as the init with the step's configuration (runner-internal.h), the pipes
+ * and the socket to its processes, ids, cgroup and network set up from
+ * outside, and the cleanup that leaves no mount, process, cgroup or temp
+ * dir behind.
  *
- * fork() rather than clone() with namespace flags: glibc's fork keeps
- * malloc usable in the child of a threaded caller, and AddressSanitizer
- * follows it; the PID namespace then needs one more fork (the init).
+ * A small static program started with clone(CLONE_VM|CLONE_VFORK) rather
+ * than fork()s of cbuild: forking the builder, with its libraries and
+ * heap, cost more than the rest of the step; this copies no address space,
+ * is safe in a threaded caller, and the init's own fork is cheap.
  */
 #include "runner-internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sched.h>
-#include <sys/prctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -22,10 +26,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifndef CLOSE_RANGE_CLOEXEC
-#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#ifndef MFD_EXEC
+#define MFD_EXEC 0x0010U
 #endif
 
+extern char **environ;
 
 /* Whether this process is in a user namespace other than the first one:
  * there the identity map does not cover every id. */
@@ -85,295 +90,6 @@ int runner_write_file(const char *path, const char *s, struct cb_error *err)
   return 0;
 }
 
-void runner_msg_send(int fd, enum runner_msg_type type, const void *data, size_t len)
-{
-  char buf[4096 + 8];
-  uint32_t n;
-  if (len > sizeof(buf) - 5)
-    len = sizeof(buf) - 5;
-  n = (uint32_t)len;
-  buf[0] = (char)type;
-  memcpy(buf + 1, &n, 4);
-  if (len)
-    memcpy(buf + 5, data, len);
-  /* Nothing to do on failure: the caller is gone and kills us anyway. */
-  (void)cb_write_all(fd, buf, len + 5);
-}
-
-void runner_child_fail(const struct runner_setup *s, const struct cb_error *err)
-{
-  runner_msg_send(s->msgfd, RUNNER_MSG_ERROR, err->msg, strlen(err->msg));
-  _exit(1);
-}
-
-static void fail_errno(const struct runner_setup *s, int e, const char *what)
-{
-  struct cb_error err;
-  cb_error_errno(&err, e, "%s", what);
-  runner_child_fail(s, &err);
-}
-
-/* Wait for one byte from the caller; its absence means "give up". */
-static void wait_go(const struct runner_setup *s)
-{
-  char b;
-  if (cb_read_retry(s->gofd, &b, 1) != 1)
-    _exit(1);
-}
-
-/* Close every descriptor from 3 up but the n in keep. */
-static void close_other_fds(int *keep, size_t n)
-{
-  unsigned lo = 3;
-  /* keep is tiny: sort it in place */
-  for (size_t i = 1; i < n; i++)
-    for (size_t j = i; j > 0 && keep[j - 1] > keep[j]; j--) {
-      int t = keep[j];
-      keep[j] = keep[j - 1];
-      keep[j - 1] = t;
-    }
-  for (size_t i = 0; i <= n; i++) {
-    unsigned hi = i < n ? (unsigned)keep[i] : ~0U;
-    if (i < n && keep[i] < 3)
-      continue;
-    if (hi > lo && syscall(SYS_close_range, lo, hi - 1, 0U) < 0)
-      for (unsigned fd = lo; fd < hi && fd < 4096; fd++)
-        close((int)fd);
-    lo = hi + 1;
-    if (hi == ~0U)
-      break;
-  }
-}
-
-static void mark_fds_cloexec(void)
-{
-  if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) == 0)
-    return;
-  for (int fd = 3; fd < 4096; fd++) {
-    int fl = fcntl(fd, F_GETFD);
-    if (fl >= 0 && !(fl & FD_CLOEXEC))
-      fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
-  }
-}
-
-/* ---- the command ---- */
-
-/* The signals the init hands on to the command. */
-static const int forwarded[] = { SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2,
-                                 SIGWINCH, SIGCONT, SIGALRM };
-
-static int exec_search(char *const argv[], char *const envp[])
-{
-  const char *path = NULL;
-  cleanup_free char *copy = NULL;
-  char *save = NULL;
-  int last = ENOENT;
-  if (strchr(argv[0], '/')) {
-    execve(argv[0], argv, envp);
-    return errno;
-  }
-  for (char *const *e = envp; *e; e++)
-    if (cb_starts_with(*e, "PATH="))
-      path = *e + 5;
-  if (!path)
-    path = "";
-  copy = xstrdup(path);
-  for (char *dir = strtok_r(copy, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
-    cleanup_free char *full = xasprintf("%s/%s", *dir ? dir : ".", argv[0]);
-    execve(full, argv, envp);
-    if (errno != ENOENT && errno != ENOTDIR)
-      last = errno;
-    if (errno != ENOENT && errno != ENOTDIR && errno != EACCES)
-      return errno;
-  }
-  return last == ENOENT ? -1 : last;
-}
-
-CB_NORETURN static void command_main(const struct runner_setup *s, const struct runner_user *u,
-                                     struct strvec *env, const char *cwd)
-{
-  const struct runner_config *c = s->c;
-  struct cb_error err;
-  sigset_t all;
-  int nullfd, e;
-
-  /* The caller's dispositions (an ignored SIGPIPE, say) would survive exec. */
-  for (int sig = 1; sig < NSIG; sig++)
-    if (sig != SIGKILL && sig != SIGSTOP)
-      signal(sig, SIG_DFL);
-  sigemptyset(&all);
-  sigprocmask(SIG_SETMASK, &all, NULL);
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
-  setsid();
-
-  nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (nullfd < 0)
-    fail_errno(s, errno, "open \"/dev/null\" in the sandbox");
-  if (dup2(nullfd, 0) < 0 || dup2(s->outfd, 1) < 0 || dup2(s->outfd, 2) < 0)
-    fail_errno(s, errno, "set up the command's stdin, stdout and stderr");
-  if (chdir(cwd) < 0) {
-    cb_error_errno(&err, errno, "chdir to \"%s\"", cwd);
-    runner_child_fail(s, &err);
-  }
-  umask(022);
-  /* Nothing of the builder's may reach the command. */
-  mark_fds_cloexec();
-
-  if (runner_security_apply(c, u, &err) < 0)
-    runner_child_fail(s, &err);
-  e = exec_search((char *const *)c->argv, env->v);
-  if (e < 0)
-    cb_error_set(&err, "exec \"%s\": executable file not found in $PATH", c->argv[0]);
-  else
-    cb_error_errno(&err, e, "exec \"%s\"", c->argv[0]);
-  runner_msg_send(s->msgfd, RUNNER_MSG_ERROR, err.msg, strlen(err.msg));
-  _exit(127);
-}
-
-/* ---- the init: PID 1 of the step ---- */
-
-static void noop_handler(int sig)
-{
-  (void)sig;
-}
-
-CB_NORETURN static void init_main(const struct runner_setup *s)
-{
-  const struct runner_config *c = s->c;
-  struct runner_user user;
-  struct strvec env = STRVEC_INIT;
-  struct cb_error err;
-  struct sigaction sa;
-  const char *cwd = c->cwd && *c->cwd ? c->cwd : "/";
-  sigset_t mask;
-  pid_t child;
-
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
-  prctl(PR_SET_NAME, "cbuild-init", 0, 0, 0);
-  umask(0);
-  if (runner_mounts_setup(s, &err) < 0)
-    runner_child_fail(s, &err);
-  if (sethostname(s->hostname, strlen(s->hostname)) < 0)
-    fail_errno(s, errno, "set the hostname");
-  if (c->network != RUNNER_NET_HOST && runner_net_lo_up(&err) < 0)
-    runner_child_fail(s, &err);
-
-  /* Inside the new root now: the image's own files. */
-  memset(&user, 0, sizeof(user));
-  if (runner_user_resolve(c->user ? c->user : "", "/etc/passwd", "/etc/group", &user, &err) < 0) {
-    cb_error_wrap(&err, "USER \"%s\"", c->user ? c->user : "");
-    runner_child_fail(s, &err);
-  }
-  if (runner_mkdir_p(cwd, &err) < 0) {
-    cb_error_wrap(&err, "create the working directory");
-    runner_child_fail(s, &err);
-  }
-  runner_env_build(c, s->hostname, &user, &env);
-
-  /* The network is ready (slirp4netns configured it) when this comes. */
-  wait_go(s);
-
-  /* PID 1 ignores signals it has no handler for, so it installs no-ops and
-   * picks the signals up synchronously. */
-  memset(&sa, 0, sizeof(sa));
-  sa.sa_handler = noop_handler;
-  sigemptyset(&mask);
-  for (size_t i = 0; i < CB_ARRAY_SIZE(forwarded); i++) {
-    sigaction(forwarded[i], &sa, NULL);
-    sigaddset(&mask, forwarded[i]);
-  }
-  sigaction(SIGCHLD, &sa, NULL);
-  sigaddset(&mask, SIGCHLD);
-  sigprocmask(SIG_BLOCK, &mask, NULL);
-
-  child = fork();
-  if (child < 0)
-    fail_errno(s, errno, "fork the command");
-  if (child == 0)
-    command_main(s, &user, &env, cwd);
-
-  close(s->outfd);
-  close(s->gofd);
-  if (runner_security_init_caps(&err) < 0) {
-    kill(child, SIGKILL);
-    runner_child_fail(s, &err);
-  }
-  prctl(PR_SET_DUMPABLE, 0);
-
-  for (;;) {
-    siginfo_t si;
-    int sig = sigwaitinfo(&mask, &si);
-    if (sig < 0)
-      continue;
-    if (sig != SIGCHLD) {
-      kill(child, sig);
-      continue;
-    }
-    for (;;) {
-      int status;
-      pid_t p = waitpid(-1, &status, WNOHANG);
-      if (p <= 0)
-        break;
-      if (p == child) {
-        int32_t st = status;
-        runner_msg_send(s->msgfd, RUNNER_MSG_STATUS, &st, sizeof(st));
-        /* Everything else in the PID namespace dies with us. */
-        _exit(0);
-      }
-    }
-  }
-}
-
-/* ---- the setup process: namespaces, then the init ---- */
-
-CB_NORETURN static void setup_main(struct runner_setup *s, pid_t caller)
-{
-  const struct runner_config *c = s->c;
-  int flags = CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC;
-  pid_t init;
-  int status;
-
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (getppid() != caller)
-    _exit(1);
-  /* The sandbox's processes hold nothing of the caller's but its stdio. */
-  {
-    int keep[4] = { s->msgfd, s->gofd, s->outfd, s->netns_fd };
-    close_other_fds(keep, s->netns_fd >= 0 ? 4 : 3);
-  }
-
-  if (s->new_userns && unshare(CLONE_NEWUSER) < 0)
-    fail_errno(s, errno, "user namespaces are not available: unshare(CLONE_NEWUSER)");
-  if (s->netns_fd >= 0) {
-    if (setns(s->netns_fd, CLONE_NEWNET) < 0)
-      fail_errno(s, errno, "join the build's network namespace: setns");
-    close(s->netns_fd);
-  } else if (c->network != RUNNER_NET_HOST) {
-    flags |= CLONE_NEWNET;
-  }
-  if (unshare(flags) < 0)
-    fail_errno(s, errno, "create the PID, UTS, IPC and network namespaces: unshare");
-  runner_msg_send(s->msgfd, RUNNER_MSG_READY, NULL, 0);
-  /* The caller writes the id maps and puts us in the cgroup meanwhile. */
-  wait_go(s);
-
-  init = fork();
-  if (init < 0)
-    fail_errno(s, errno, "fork the init");
-  if (init == 0)
-    init_main(s);
-  {
-    int32_t p = init;
-    runner_msg_send(s->msgfd, RUNNER_MSG_INIT_PID, &p, sizeof(p));
-  }
-  close(s->msgfd);
-  close(s->outfd);
-  close(s->gofd);
-  while (waitpid(init, &status, 0) < 0 && errno == EINTR)
-    ;
-  _exit(0);
-}
-
 /* ---- the caller ---- */
 
 struct run_state {
@@ -382,7 +98,8 @@ struct run_state {
   struct runner_slirp slirp;
   struct strvec stub_dirs;
   int out_r, msg_r, go_w;
-  pid_t setup_pid, init_pid;
+  pid_t child_pid; /* cbuild-sandbox as started */
+  pid_t init_pid;  /* the init: the same, but with new_userns (sandbox.c) */
   bool ready, have_status, failed;
   bool go_lost; /* the go could not be sent: a child died, and says why */
   int status;
@@ -598,6 +315,131 @@ static int make_tmpdir(struct run_state *st, const struct runner_config *c, stru
   return runner_net_write_etc(st->s.tmpdir, c->network, st->s.hostname, err);
 }
 
+/* ---- starting cbuild-sandbox ---- */
+
+static pthread_once_t image_once = PTHREAD_ONCE_INIT;
+static int image_fd = -1;
+static struct cb_error image_err;
+
+/* Copy the program to a sealed memfd, once per process. */
+static void image_load(void)
+{
+  size_t len = (size_t)(runner_sandbox_image_end - runner_sandbox_image);
+  int fd = memfd_create("cbuild-sandbox", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC);
+  if (fd < 0 && errno == EINVAL) /* a kernel before 6.3: MFD_EXEC is implied */
+    fd = memfd_create("cbuild-sandbox", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) {
+    cb_error_errno(&image_err, errno, "load the sandbox program: memfd_create");
+    return;
+  }
+  if (cb_write_all(fd, runner_sandbox_image, len) < 0 ||
+      fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0) {
+    cb_error_errno(&image_err, errno, "load the sandbox program into a memfd");
+    close(fd);
+    return;
+  }
+  image_fd = fd;
+}
+
+/* What the child of clone() needs: it shares the caller's memory until it
+ * execs, so it only makes system calls and writes err. */
+struct spawn_args {
+  int image_fd;
+  int from[5];      /* descriptors for RUNNER_FD_CONFIG and the ones after */
+  char *const *argv;
+  char *const *envp;
+  int err;          /* errno of the failed dup2 or execveat */
+};
+
+__attribute__((no_sanitize_address)) static int spawn_child(void *p)
+{
+  struct spawn_args *a = p;
+  for (int i = 0; i < (int)CB_ARRAY_SIZE(a->from); i++)
+    if (a->from[i] >= 0 && syscall(SYS_dup2, a->from[i], RUNNER_FD_CONFIG + i) < 0)
+      goto fail;
+  syscall(SYS_execveat, a->image_fd, "", a->argv, a->envp, AT_EMPTY_PATH);
+fail:
+  a->err = errno ? errno : ENOEXEC;
+  syscall(SYS_exit, 127);
+  return 127;
+}
+
+/*
+ * Start cbuild-sandbox as the init of new namespaces, with the encoded
+ * setup on RUNNER_FD_CONFIG and the setup's descriptors after it.  clone()
+ * with CLONE_VM|CLONE_VFORK, as posix_spawn() does, but with namespace
+ * flags: no address space is copied, the caller waits only for the exec,
+ * and the init is PID 1 at once, with no process in between.  Every signal
+ * stays blocked until the init has its own handlers.
+ */
+static int spawn_sandbox(struct run_state *st, const struct runner_config *c,
+                         struct cb_error *err)
+{
+  cleanup_strbuf struct strbuf wire = STRBUF_INIT;
+  cleanup_close int config = -1;
+  char arg[] = RUNNER_SANDBOX_ARG, name[] = "cbuild-sandbox";
+  char *argv[] = { name, arg, NULL };
+  struct spawn_args a = { .argv = argv, .envp = environ };
+  int flags = CLONE_VM | CLONE_VFORK | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | SIGCHLD;
+  int high[CB_ARRAY_SIZE(a.from)];
+  int from[] = { -1, st->s.msgfd, st->s.gofd, st->s.outfd, st->s.netns_fd };
+  size_t stack_size = 64 << 10;
+  sigset_t all, old;
+  void *stack;
+  int rc = 0;
+
+  pthread_once(&image_once, image_load);
+  if (image_fd < 0) {
+    *err = image_err;
+    return -1;
+  }
+  a.image_fd = image_fd;
+  if (st->s.new_userns) /* it makes its namespaces itself */
+    flags = CLONE_VM | CLONE_VFORK | SIGCHLD;
+  else if (st->s.netns_fd < 0 && c->network != RUNNER_NET_HOST)
+    flags |= CLONE_NEWNET;
+  runner_wire_encode(&st->s, &wire);
+  config = memfd_create("cbuild-sandbox-config", MFD_CLOEXEC);
+  if (config < 0 || cb_write_all(config, wire.buf, wire.len) < 0 ||
+      lseek(config, 0, SEEK_SET) < 0)
+    return cb_error_errno(err, errno, "write the sandbox's configuration");
+  from[0] = config;
+  /* Above every target first, so that no dup2 overwrites a source. */
+  for (size_t i = 0; i < CB_ARRAY_SIZE(from); i++) {
+    high[i] = a.from[i] = -1;
+    if (from[i] >= 0 && (high[i] = a.from[i] = fcntl(from[i], F_DUPFD_CLOEXEC, 16)) < 0)
+      rc = errno;
+  }
+  stack = rc ? MAP_FAILED : mmap(NULL, stack_size, PROT_READ | PROT_WRITE,
+                                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (!rc && stack == MAP_FAILED)
+    rc = errno;
+  if (!rc) {
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    st->child_pid = clone(spawn_child, (char *)stack + stack_size, flags, &a);
+    if (st->child_pid < 0)
+      rc = errno;
+    else if (a.err)
+      rc = a.err; /* the child exited: the caller reaps it */
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    munmap(stack, stack_size);
+  }
+  for (size_t i = 0; i < CB_ARRAY_SIZE(high); i++)
+    if (high[i] >= 0)
+      close(high[i]);
+  if (rc == 0) {
+    if (!st->s.new_userns)
+      st->init_pid = st->child_pid;
+    return 0;
+  }
+  if (st->child_pid > 0)
+    while (waitpid(st->child_pid, NULL, 0) < 0 && errno == EINTR)
+      ;
+  st->child_pid = 0;
+  return cb_error_errno(err, rc, "start the sandbox's init (cbuild-sandbox)");
+}
+
 static int check_config(const struct runner_config *c, struct cb_error *err)
 {
   if (!c->argv || !c->argv[0] || !*c->argv[0])
@@ -648,7 +490,7 @@ int runner_run(const struct runner_config *c, struct runner_result *res, struct 
     goto out;
   if (c->network == RUNNER_NET_DEFAULT && runner_slirp_check(err) < 0)
     goto out;
-  if (!c->insecure && runner_seccomp_prepare(err) < 0)
+  if (!c->insecure && runner_seccomp_prepare(&st.s.seccomp, &st.s.seccomp_len, err) < 0)
     goto out;
   if (make_tmpdir(&st, c, err) < 0)
     goto out;
@@ -667,17 +509,8 @@ int runner_run(const struct runner_config *c, struct runner_result *res, struct 
   st.s.msgfd = msg[1];
   st.s.gofd = go[0];
 
-  {
-    pid_t caller = getpid();
-    fflush(NULL);
-    st.setup_pid = fork();
-    if (st.setup_pid < 0) {
-      cb_error_errno(err, errno, "fork");
-      goto out;
-    }
-    if (st.setup_pid == 0)
-      setup_main(&st.s, caller);
-  }
+  if (spawn_sandbox(&st, c, err) < 0)
+    goto out;
   close(out[1]);
   close(msg[1]);
   close(go[0]);
@@ -685,12 +518,12 @@ int runner_run(const struct runner_config *c, struct runner_result *res, struct 
 
   if (wait_ready(&st, res, err) < 0)
     goto wait;
-  if (st.s.new_userns && runner_userns_map(st.setup_pid, err) < 0)
+  if (st.s.new_userns && runner_userns_map(st.child_pid, err) < 0)
     goto fail;
-  if (runner_cgroup_add(&st.cg, st.setup_pid, err) < 0)
+  if (runner_cgroup_add(&st.cg, st.child_pid, err) < 0)
     goto fail;
   if (c->network == RUNNER_NET_DEFAULT && st.s.netns_fd < 0 &&
-      runner_slirp_start(&st.slirp, st.setup_pid, st.s.tmpdir, err) < 0)
+      runner_slirp_start(&st.slirp, st.child_pid, st.s.tmpdir, err) < 0)
     goto fail;
   if (send_go(&st, err) < 0)
     goto fail;
@@ -718,7 +551,7 @@ wait:
   }
   {
     int status;
-    while (waitpid(st.setup_pid, &status, 0) < 0 && errno == EINTR)
+    while (waitpid(st.child_pid, &status, 0) < 0 && errno == EINTR)
       ;
   }
   /* The mount namespace is gone, and the overlays with it. */

@@ -1,19 +1,27 @@
 /*
  * runner's private interfaces: the parts of one RUN step that run.c puts
- * together.  Three processes take part besides the caller:
+ * together.  Two processes take part besides the caller:
  *
- *   caller (runner_run)   maps ids, makes the cgroup, starts slirp4netns,
- *     |                   reads the output and the message pipe
- *     `- setup            unshares user (rootless), PID, UTS, IPC, network
- *          |              namespaces, then waits to be set up from outside
- *          `- init        PID 1: new mount and cgroup namespaces, the rootfs,
- *               |         pivot_root; then reaps and forwards signals
- *               `- command  drops privileges, loads seccomp, execs
+ *   caller (runner_run)   starts the init in new PID, UTS, IPC, network and
+ *     |                   (rootless) user namespaces; maps ids, makes the
+ *     |                   cgroup, starts slirp4netns; reads the output and
+ *     |                   the message pipe
+ *     `- init             cbuild-sandbox, a small static program (below),
+ *          |              PID 1: waits to be set up from outside, then new
+ *          |              mount and cgroup namespaces, the rootfs,
+ *          |              pivot_root; then reaps and forwards signals
+ *          `- command     drops privileges, loads seccomp, execs
  *
- * The children report to the caller over one pipe of typed records
- * (enum runner_msg_type below), and wait for it on a socket ("go": one
- * byte lets the setup process fork the init, a second one lets the init
+ * The caller hands the init its configuration encoded (wire.c), on a file
+ * at RUNNER_FD_CONFIG.  The children report to the caller over one pipe of
+ * typed records (enum runner_msg_type below), and wait for it on a socket
+ * ("go": one byte lets the init set up the rootfs, a second one lets it
  * start the command once the network is up).
+ *
+ * cbuild-sandbox is linked from sandbox-main.c, sandbox.c, privileges.c,
+ * mounts.c, overlay.c, user.c, wire.c and common/ only (see the Makefile),
+ * and carried inside cbuild (sandbox-image.S): those files must not call
+ * anything else of cbuild's, nor any library but the C library.
  */
 #ifndef CBUILD_RUNNER_INTERNAL_H
 #define CBUILD_RUNNER_INTERNAL_H
@@ -22,11 +30,11 @@
 
 #include <sys/types.h>
 
-/* What the children need; filled by the caller before it forks. */
+/* What the children need; filled by the caller before it starts them. */
 struct runner_setup {
   const struct runner_config *c;
   bool rootless;
-  bool new_userns; /* not root at all: the setup makes the user namespace */
+  bool new_userns; /* not root at all: the init gets a user namespace */
   int netns_fd;    /* a shared network namespace to join, or -1 */
   const char *hostname;
   char *tmpdir;  /* private to this step: etc files, the rootfs mount point */
@@ -34,14 +42,48 @@ struct runner_setup {
   int msgfd;     /* write end of the message pipe */
   int gofd;      /* the children's end of the go socket */
   int outfd;     /* write end of the output pipe */
+  const void *seccomp; /* the compiled filter (struct sock_filter[]) */
+  size_t seccomp_len;  /* in bytes; 0 when c->insecure */
 };
+
+/* ---- cbuild-sandbox: the init's program ---- */
+
+/* Its only argument, which says it was started by runner_run(). */
+#define RUNNER_SANDBOX_ARG "--cbuild-runner"
+
+/* The descriptors it starts with (-1 when absent: a netns_fd). */
+enum {
+  RUNNER_FD_CONFIG = 3, /* the encoded setup and config, read to the end */
+  RUNNER_FD_MSG,
+  RUNNER_FD_GO,
+  RUNNER_FD_OUT,
+  RUNNER_FD_NETNS,
+};
+
+/* Its image, in cbuild (sandbox-image.S). */
+extern const unsigned char runner_sandbox_image[];
+extern const unsigned char runner_sandbox_image_end[];
+
+/* Encode s and s->c (all but the limits and the output callback). */
+void runner_wire_encode(const struct runner_setup *s, struct strbuf *out);
+/* Decode buf into s and c (s->c = c): the strings and arrays point into
+ * buf or into arrays of its own (runner_wire_release).  The descriptors
+ * are left alone. */
+int runner_wire_decode(const char *buf, size_t len, struct runner_setup *s,
+                       struct runner_config *c, struct cb_error *err);
+/* Free what runner_wire_decode() allocated in c, whatever it returned. */
+void runner_wire_release(struct runner_config *c);
+
+/* The init, from the caller's go to the command's end (sandbox.c); it
+ * exits. */
+CB_NORETURN void runner_sandbox_main(struct runner_setup *s);
 
 /* ---- message pipe: children -> caller ---- */
 
 enum runner_msg_type {
   RUNNER_MSG_ERROR = 'E',     /* a setup step failed: the message */
-  RUNNER_MSG_READY = 'R',     /* namespaces made, waiting for ids and cgroup */
-  RUNNER_MSG_INIT_PID = 'P',  /* the init's pid, as the caller sees it */
+  RUNNER_MSG_READY = 'R',     /* started, waiting for ids and cgroup */
+  RUNNER_MSG_INIT_PID = 'P',  /* new_userns: the init's pid (see sandbox.c) */
   RUNNER_MSG_STUB = 'S',      /* a mount target created on the rootfs */
   RUNNER_MSG_STUB_DIR = 'D',  /* a parent directory created for one */
   RUNNER_MSG_STATUS = 'X',    /* the command's wait status */
@@ -105,19 +147,22 @@ void runner_env_build(const struct runner_config *c, const char *hostname,
 /* mkdir -p path with mode 0755 (in the current root). */
 int runner_mkdir_p(const char *path, struct cb_error *err);
 
-/* ---- security.c: in the command, last before exec ---- */
+/* ---- privileges.c: in the command, last before exec ---- */
 
-/* Switch to u, reduce capabilities, set no_new_privs and load seccomp
- * (all capabilities and no seccomp when c->insecure). */
-int runner_security_apply(const struct runner_config *c, const struct runner_user *u,
+/* Switch to u, reduce capabilities, set no_new_privs and load s->seccomp
+ * (all capabilities and no seccomp when s->c->insecure). */
+int runner_security_apply(const struct runner_setup *s, const struct runner_user *u,
                           struct cb_error *err);
-/* Compile the seccomp filter (once per process); the caller does it
- * before forking. */
-int runner_seccomp_prepare(struct cb_error *err);
 /* The init keeps only CAP_KILL (to forward signals). */
 int runner_security_init_caps(struct cb_error *err);
 /* Docker's default capability set, as a bit mask. */
 uint64_t runner_default_caps(void);
+
+/* ---- seccomp.c: in the caller ---- */
+
+/* The seccomp filter as BPF, compiled once per process: *prog holds *len
+ * bytes, for as long as the process lives. */
+int runner_seccomp_prepare(const void **prog, size_t *len, struct cb_error *err);
 
 /* ---- userns.c: in the caller, rootless ---- */
 
@@ -168,12 +213,13 @@ int runner_slirp_start(struct runner_slirp *sl, pid_t pid, const char *tmpdir,
 /* After ready_fd became readable: 0 when ready, -1 with err if it failed. */
 int runner_slirp_ready(struct runner_slirp *sl, struct cb_error *err);
 void runner_slirp_stop(struct runner_slirp *sl);
-/* In the init: bring up "lo". */
-int runner_net_lo_up(struct cb_error *err);
 /* The fd of a shared network namespace, or -1. */
 int runner_netns_fd(const struct runner_netns *n);
 /* How long slirp4netns may take to configure the network. */
 #define RUNNER_SLIRP_TIMEOUT_MS 20000
+
+/* Bring up "lo" (sandbox.c; the init, and network.c's shared namespace). */
+int runner_net_lo_up(struct cb_error *err);
 
 /* ---- small helpers (run.c) ---- */
 

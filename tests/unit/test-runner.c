@@ -364,6 +364,116 @@ static void test_env_build(void)
   strvec_clear(&env);
 }
 
+/* The configuration cbuild-sandbox gets: every field survives the trip,
+ * and a cut or altered buffer is refused without reading past its end. */
+static void test_wire(void)
+{
+  static const char *const lowers[] = { "/l/2", "/l/1" };
+  static const char *const argv[] = { "/bin/sh", "-c", "echo hi", NULL };
+  static const char *const env[] = { "A=1", "B=", NULL };
+  static const char *const hide[] = { "x", "y/z" };
+  static const char secret[] = { 's', 0, 'k', '\n' };
+  static const unsigned char filter[16] = { 1, 2, 3, 4, 5, 6, 7, 8, 9 };
+  struct runner_mount mounts[2];
+  struct runner_config c, dc;
+  struct runner_setup s, ds;
+  struct strbuf wire = STRBUF_INIT;
+  struct cb_error err;
+
+  memset(&c, 0, sizeof(c));
+  memset(&s, 0, sizeof(s));
+  memset(mounts, 0, sizeof(mounts));
+  mounts[0] = (struct runner_mount){ .type = RUNNER_MOUNT_BIND, .source = "src", .target = "/t",
+                                     .readonly = true, .source_root = "/ctx", .hide = hide,
+                                     .n_hide = 2, .upperdir = "/u", .workdir = "/w" };
+  mounts[1] = (struct runner_mount){ .type = RUNNER_MOUNT_FILE, .target = "/run/secrets/k",
+                                     .data = secret, .data_len = sizeof(secret), .uid = 7,
+                                     .gid = 8, .mode = 0400, .size = 1LL << 40 };
+  c.lowerdirs = lowers;
+  c.n_lowerdirs = 2;
+  c.upperdir = "/up";
+  c.workdir = "/work";
+  c.argv = argv;
+  c.env = env;
+  c.cwd = "/app";
+  c.user = NULL;
+  c.hostname = "box";
+  c.network = RUNNER_NET_HOST;
+  c.mounts = mounts;
+  c.n_mounts = 2;
+  s.c = &c;
+  s.rootless = true;
+  s.netns_fd = 42;
+  s.hostname = "box";
+  s.tmpdir = "/tmp/x";
+  s.rootdir = "/tmp/x/root";
+  s.seccomp = filter;
+  s.seccomp_len = sizeof(filter);
+  runner_wire_encode(&s, &wire);
+
+  memset(&ds, 0, sizeof(ds));
+  CHECK_INT(runner_wire_decode(wire.buf, wire.len, &ds, &dc, &err), 0);
+  CHECK(ds.c == &dc);
+  CHECK(ds.rootless && !ds.new_userns);
+  CHECK_INT(ds.netns_fd, RUNNER_FD_NETNS);
+  CHECK_STR(ds.rootdir, "/tmp/x/root");
+  CHECK_INT(ds.seccomp_len, sizeof(filter));
+  CHECK(ds.seccomp && memcmp(ds.seccomp, filter, sizeof(filter)) == 0);
+  CHECK_INT(dc.n_lowerdirs, 2);
+  CHECK_STR(dc.lowerdirs[1], "/l/1");
+  CHECK(dc.lowerdirs[2] == NULL);
+  CHECK_STR(dc.argv[2], "echo hi");
+  CHECK(dc.argv[3] == NULL);
+  CHECK_STR(dc.env[1], "B=");
+  CHECK(dc.user == NULL);
+  CHECK_STR(dc.cwd, "/app");
+  CHECK_INT(dc.network, RUNNER_NET_HOST);
+  CHECK_INT(dc.n_mounts, 2);
+  CHECK_STR(dc.mounts[0].source_root, "/ctx");
+  CHECK_INT(dc.mounts[0].n_hide, 2);
+  CHECK_STR(dc.mounts[0].hide[1], "y/z");
+  CHECK(dc.mounts[0].readonly && dc.mounts[0].data == NULL);
+  CHECK(dc.mounts[1].source == NULL);
+  CHECK_INT(dc.mounts[1].data_len, sizeof(secret));
+  CHECK(dc.mounts[1].data && memcmp(dc.mounts[1].data, secret, sizeof(secret)) == 0);
+  CHECK_INT(dc.mounts[1].size, 1LL << 40);
+  CHECK_INT(dc.mounts[1].mode, 0400);
+  CHECK_INT(dc.mounts[1].gid, 8);
+  runner_wire_release(&dc);
+
+  /* Every prefix is refused, each from a copy of its own size (ASan sees
+   * a read past it). */
+  for (size_t n = 0; n < wire.len; n++) {
+    char *cut = xmalloc(n ? n : 1);
+    memcpy(cut, wire.buf, n);
+    if (runner_wire_decode(cut, n, &ds, &dc, &err) == 0)
+      unit_fail(__FILE__, __LINE__, "a configuration cut at %zu of %zu bytes was taken", n,
+                wire.len);
+    runner_wire_release(&dc);
+    free(cut);
+  }
+  /* Trailing bytes, another magic, a NUL inside a string. */
+  strbuf_addch(&wire, 'x');
+  CHECK_INT(runner_wire_decode(wire.buf, wire.len, &ds, &dc, &err), -1);
+  runner_wire_release(&dc);
+  strbuf_setlen(&wire, wire.len - 1);
+  wire.buf[0] ^= 1;
+  CHECK_INT(runner_wire_decode(wire.buf, wire.len, &ds, &dc, &err), -1);
+  CHECK_CONTAINS(err.msg, "not from this cbuild");
+  runner_wire_release(&dc);
+  wire.buf[0] ^= 1;
+  {
+    char *p = memmem(wire.buf, wire.len, "/tmp/x/root", 11);
+    CHECK(p != NULL);
+    if (p) {
+      p[4] = '\0';
+      CHECK_INT(runner_wire_decode(wire.buf, wire.len, &ds, &dc, &err), -1);
+      runner_wire_release(&dc);
+    }
+  }
+  strbuf_release(&wire);
+}
+
 static void test_cgroup_find(void)
 {
   cleanup_free char *cg = xasprintf("%s/cg", top);
@@ -1733,6 +1843,7 @@ static void test_rootless(void)
 static const struct unit_test tests[] = {
   { "user_resolve", test_user_resolve },
   { "env_build", test_env_build },
+  { "wire", test_wire },
   { "cgroup_find", test_cgroup_find },
   { "basic", test_basic },
   { "signal", test_signal },
