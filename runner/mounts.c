@@ -350,15 +350,26 @@ static int setup_dev(struct mctx *m, struct cb_error *err)
                   "mode=1777,size=65536k", "a tmpfs on /dev/shm", err);
 }
 
-/* /etc/hosts, /etc/resolv.conf and /etc/hostname, written by the caller. */
+static int copy_to(int sfd, const char *path, struct cb_error *err);
+
+/* /etc/hosts, /etc/resolv.conf and /etc/hostname: copies, in the step's
+ * tmpfs, of what the caller wrote for every step (the command may write to
+ * them, and no other step may see that). */
 static int setup_etc(struct mctx *m, struct cb_error *err)
 {
   static const char *const names[] = { "hosts", "resolv.conf", "hostname" };
   for (size_t i = 0; i < CB_ARRAY_SIZE(names); i++) {
     cleanup_free char *target = xasprintf("etc/%s", names[i]);
+    cleanup_free char *orig = xasprintf("%s/%s", m->s->etcdir, names[i]);
     cleanup_free char *src = xasprintf("%s/%s", m->s->tmpdir, names[i]);
     cleanup_free char *what = xasprintf("/etc/%s", names[i]);
-    cleanup_close int fd = ensure_target(m, target, false, err);
+    cleanup_close int ofd = open(orig, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    cleanup_close int fd = -1;
+    if (ofd < 0)
+      return cb_error_errno(err, errno, "open \"%s\"", orig);
+    if (copy_to(ofd, src, err) < 0)
+      return -1;
+    fd = ensure_target(m, target, false, err);
     if (fd < 0 || mount_on(fd, src, NULL, MS_BIND, NULL, what, err) < 0)
       return -1;
   }
@@ -395,7 +406,7 @@ static int overlay_source(struct mctx *m, const struct runner_overlay *ov, size_
                           const char *source, struct cb_error *err)
 {
   cleanup_free char *mp = xasprintf("%s/mnt-%zu", m->s->tmpdir, index);
-  cleanup_free char *empty = xasprintf("%s/empty", m->s->tmpdir);
+  cleanup_free char *empty = xasprintf("%s/empty", m->s->statedir);
   struct runner_overlay o = *ov;
   struct mctx sub;
   struct stat st;
@@ -738,6 +749,9 @@ int runner_mounts_setup(const struct runner_setup *s, struct cb_error *err)
   /* Nothing mounted from here on may reach the host. */
   if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
     return cb_error_errno(err, errno, "make the mounts private");
+  /* This step's own scratch space, seen by no other (statedir.c). */
+  if (mount("tmpfs", s->tmpdir, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700") < 0)
+    return cb_error_errno(err, errno, "mount a tmpfs on \"%s\"", s->tmpdir);
   if (runner_overlay_mount(s, err) < 0)
     return -1;
   m.rootfd = open(s->rootdir, O_PATH | O_DIRECTORY | O_CLOEXEC);

@@ -23,15 +23,15 @@
 #define SLIRP_ADDR "10.0.2.100"
 #define SLIRP_DNS "10.0.2.3"
 
-int runner_net_write_etc(const char *tmpdir, enum runner_network net, const char *hostname,
+int runner_net_write_etc(const char *dir, enum runner_network net, const char *hostname,
                          struct cb_error *err)
 {
   cleanup_strbuf struct strbuf hosts = STRBUF_INIT;
   cleanup_strbuf struct strbuf resolv = STRBUF_INIT;
   cleanup_strbuf struct strbuf host_resolv = STRBUF_INIT;
-  cleanup_free char *p_hosts = xasprintf("%s/hosts", tmpdir);
-  cleanup_free char *p_resolv = xasprintf("%s/resolv.conf", tmpdir);
-  cleanup_free char *p_hostname = xasprintf("%s/hostname", tmpdir);
+  cleanup_free char *p_hosts = xasprintf("%s/hosts", dir);
+  cleanup_free char *p_resolv = xasprintf("%s/resolv.conf", dir);
+  cleanup_free char *p_hostname = xasprintf("%s/hostname", dir);
   cleanup_free char *name = xasprintf("%s\n", hostname);
   struct cb_error e2;
 
@@ -77,7 +77,7 @@ int runner_slirp_check(struct cb_error *err)
   return path ? 0 : missing_slirp(err);
 }
 
-int runner_slirp_start(struct runner_slirp *sl, pid_t pid, const char *tmpdir,
+int runner_slirp_start(struct runner_slirp *sl, pid_t pid, const char *dir,
                        struct cb_error *err)
 {
   cleanup_free char *path = runner_find_program(SLIRP);
@@ -88,7 +88,7 @@ int runner_slirp_start(struct runner_slirp *sl, pid_t pid, const char *tmpdir,
 
   if (!path)
     return missing_slirp(err);
-  sl->log = xasprintf("%s/slirp4netns.log", tmpdir);
+  sl->log = xasprintf("%s/slirp4netns-%ld.log", dir, (long)pid);
   logfd = open(sl->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (logfd < 0 || nullfd < 0)
@@ -170,6 +170,8 @@ void runner_slirp_stop(struct runner_slirp *sl)
   if (sl->exit_fd >= 0)
     close(sl->exit_fd);
   sl->ready_fd = sl->exit_fd = -1;
+  if (sl->log)
+    unlink(sl->log);
   free(sl->log);
   sl->log = NULL;
 }
@@ -190,8 +192,6 @@ void runner_netns_free(struct runner_netns *n)
   if (n->fd >= 0)
     close(n->fd);
   if (n->tmpdir) {
-    cleanup_free char *log = xasprintf("%s/slirp4netns.log", n->tmpdir);
-    unlink(log);
     rmdir(n->tmpdir);
     free(n->tmpdir);
   }

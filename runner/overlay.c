@@ -238,11 +238,17 @@ int runner_overlay_mount_at(const struct runner_setup *s, const struct runner_ov
 
 int runner_overlay_mount(const struct runner_setup *s, struct cb_error *err)
 {
-  cleanup_free char *empty = xasprintf("%s/empty", s->tmpdir);
+  cleanup_free char *empty = xasprintf("%s/empty", s->statedir);
+  cleanup_free char *stubs = xasprintf("%s/stubs", s->statedir);
+  cleanup_free const char **lowers = xcalloc(s->c->n_lowerdirs + 1, sizeof(*lowers));
   struct runner_overlay o;
+  /* The stubs go last, under the image: mount targets it may lack. */
+  for (size_t i = 0; i < s->c->n_lowerdirs; i++)
+    lowers[i] = s->c->lowerdirs[i];
+  lowers[s->c->n_lowerdirs] = stubs;
   memset(&o, 0, sizeof(o));
-  o.lowerdirs = s->c->lowerdirs;
-  o.n_lowerdirs = s->c->n_lowerdirs;
+  o.lowerdirs = lowers;
+  o.n_lowerdirs = s->c->n_lowerdirs + 1;
   o.upperdir = s->c->upperdir;
   o.workdir = s->c->workdir;
   o.empty = empty;

@@ -291,30 +291,6 @@ static void empty_workdir(const char *workdir)
   }
 }
 
-static int make_tmpdir(struct run_state *st, const struct runner_config *c, struct cb_error *err)
-{
-  const char *base = getenv("TMPDIR");
-  if (!base || !*base)
-    base = "/tmp";
-  st->s.tmpdir = xasprintf("%s/cbuild-run-XXXXXX", base);
-  if (!mkdtemp(st->s.tmpdir)) {
-    int e = errno;
-    free(st->s.tmpdir);
-    st->s.tmpdir = NULL;
-    return cb_error_errno(err, e, "create a temporary directory in \"%s\"", base);
-  }
-  st->s.rootdir = xasprintf("%s/root", st->s.tmpdir);
-  if (mkdir(st->s.rootdir, 0755) < 0)
-    return cb_error_errno(err, errno, "create \"%s\"", st->s.rootdir);
-  /* Stands in for missing lower directories (overlay.c). */
-  {
-    cleanup_free char *empty = xasprintf("%s/empty", st->s.tmpdir);
-    if (mkdir(empty, 0755) < 0)
-      return cb_error_errno(err, errno, "create \"%s\"", empty);
-  }
-  return runner_net_write_etc(st->s.tmpdir, c->network, st->s.hostname, err);
-}
-
 /* ---- starting cbuild-sandbox ---- */
 
 static pthread_once_t image_once = PTHREAD_ONCE_INIT;
@@ -492,7 +468,7 @@ int runner_run(const struct runner_config *c, struct runner_result *res, struct 
     goto out;
   if (!c->insecure && runner_seccomp_prepare(&st.s.seccomp, &st.s.seccomp_len, err) < 0)
     goto out;
-  if (make_tmpdir(&st, c, err) < 0)
+  if (runner_statedir_prepare(&st.s, c->network, err) < 0)
     goto out;
   if (runner_cgroup_create(&st.cg, &c->limits, err) < 0)
     goto out;
@@ -523,7 +499,7 @@ int runner_run(const struct runner_config *c, struct runner_result *res, struct 
   if (runner_cgroup_add(&st.cg, st.child_pid, err) < 0)
     goto fail;
   if (c->network == RUNNER_NET_DEFAULT && st.s.netns_fd < 0 &&
-      runner_slirp_start(&st.slirp, st.child_pid, st.s.tmpdir, err) < 0)
+      runner_slirp_start(&st.slirp, st.child_pid, st.s.statedir, err) < 0)
     goto fail;
   if (send_go(&st, err) < 0)
     goto fail;
@@ -594,10 +570,6 @@ out:
     close(st.msg_r);
   if (st.go_w >= 0)
     close(st.go_w);
-  if (st.s.tmpdir)
-    cb_remove_tree(AT_FDCWD, st.s.tmpdir);
-  free(st.s.tmpdir);
-  free(st.s.rootdir);
   strvec_clear(&st.stub_dirs);
   strbuf_release(&st.msgbuf);
   if (ret < 0)

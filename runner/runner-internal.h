@@ -37,8 +37,11 @@ struct runner_setup {
   bool new_userns; /* not root at all: the init gets a user namespace */
   int netns_fd;    /* a shared network namespace to join, or -1 */
   const char *hostname;
-  char *tmpdir;  /* private to this step: etc files, the rootfs mount point */
-  char *rootdir; /* tmpdir/root */
+  /* In the process's state directory (statedir.c), for as long as it runs: */
+  const char *statedir;
+  const char *tmpdir;  /* statedir/step: a tmpfs of the init's own there */
+  const char *rootdir; /* statedir/root: the rootfs's mount point */
+  const char *etcdir;  /* hosts, resolv.conf and hostname to bind */
   int msgfd;     /* write end of the message pipe */
   int gofd;      /* the children's end of the go socket */
   int outfd;     /* write end of the output pipe */
@@ -170,6 +173,14 @@ int runner_seccomp_prepare(const void **prog, size_t *len, struct cb_error *err)
  * subordinate range from 1 when newuidmap/newgidmap and /etc/subuid allow. */
 int runner_userns_map(pid_t pid, struct cb_error *err);
 
+/* ---- statedir.c: in the caller ---- */
+
+/* Make the process's state directory when it is not there yet (statedir.c
+ * says what it holds), and the etc files for net and s->hostname; fill
+ * s->statedir, s->tmpdir, s->rootdir and s->etcdir. */
+int runner_statedir_prepare(struct runner_setup *s, enum runner_network net,
+                            struct cb_error *err);
+
 /* ---- cgroups.c: in the caller ---- */
 
 struct runner_cgroup {
@@ -202,13 +213,14 @@ struct runner_slirp {
   char *log;    /* its output, for errors */
 };
 
-/* Write tmpdir/{hosts,resolv.conf,hostname} for the network mode. */
-int runner_net_write_etc(const char *tmpdir, enum runner_network net, const char *hostname,
+/* Write dir/{hosts,resolv.conf,hostname} for the network mode. */
+int runner_net_write_etc(const char *dir, enum runner_network net, const char *hostname,
                          struct cb_error *err);
 /* Check that slirp4netns is installed (for RUNNER_NET_DEFAULT). */
 int runner_slirp_check(struct cb_error *err);
-/* Start slirp4netns for pid's network namespace. */
-int runner_slirp_start(struct runner_slirp *sl, pid_t pid, const char *tmpdir,
+/* Start slirp4netns for pid's network namespace, its output in a log in
+ * dir (removed by runner_slirp_stop). */
+int runner_slirp_start(struct runner_slirp *sl, pid_t pid, const char *dir,
                        struct cb_error *err);
 /* After ready_fd became readable: 0 when ready, -1 with err if it failed. */
 int runner_slirp_ready(struct runner_slirp *sl, struct cb_error *err);

@@ -60,8 +60,10 @@ void runner_wire_encode(const struct runner_setup *s, struct strbuf *out)
   put_u64(out, s->new_userns);
   put_u64(out, s->netns_fd >= 0);
   put_str(out, s->hostname);
+  put_str(out, s->statedir);
   put_str(out, s->tmpdir);
   put_str(out, s->rootdir);
+  put_str(out, s->etcdir);
   put_bytes(out, s->seccomp, s->seccomp_len, false);
 
   put_strs(out, c->lowerdirs, c->n_lowerdirs);
@@ -187,8 +189,10 @@ int runner_wire_decode(const char *buf, size_t len, struct runner_setup *s,
   s->new_userns = get_u64(&r) != 0;
   s->netns_fd = get_u64(&r) ? RUNNER_FD_NETNS : -1;
   s->hostname = get_str(&r);
-  s->tmpdir = (char *)get_str(&r);
-  s->rootdir = (char *)get_str(&r);
+  s->statedir = get_str(&r);
+  s->tmpdir = get_str(&r);
+  s->rootdir = get_str(&r);
+  s->etcdir = get_str(&r);
   s->seccomp = get_bytes(&r, &s->seccomp_len);
 
   c->lowerdirs = get_strs(&r, &c->n_lowerdirs);
@@ -223,7 +227,7 @@ int runner_wire_decode(const char *buf, size_t len, struct runner_setup *s,
   }
   if (r.bad || r.left != 0)
     return cb_error_set(err, "the sandbox's configuration is truncated or malformed");
-  if (!s->hostname || !s->tmpdir || !s->rootdir || !c->upperdir || !c->workdir ||
+  if (!s->hostname || !s->statedir || !s->tmpdir || !s->rootdir || !s->etcdir || !c->upperdir || !c->workdir ||
       !c->argv[0] || c->network > RUNNER_NET_HOST)
     return cb_error_set(err, "the sandbox's configuration lacks a required field");
   for (size_t i = 0; i < c->n_mounts; i++)
