@@ -48,7 +48,7 @@ build() { # build N: a cold build of the N-step Dockerfile, the store made afres
 echo "cbuild $CBUILD (sha256 $(sha256sum "$CBUILD" | cut -c1-12)), $steps x RUN true, --network=$net, load $(cut -d' ' -f1-3 /proc/loadavg)"
 build 0
 rm -rf "$work/root" && cp -a "$base/store" "$work/root" && sync
-perf trace -f -e clone,clone3,unshare,execve,exit_group,wait4,pivot_root,fsmount -o "$work/trace.txt" \
+perf trace -f -e clone,clone3,vfork,unshare,execve,exit_group,wait4,pivot_root,fsmount -o "$work/trace.txt" \
   "$CBUILD" build -q --root "$work/root" -t steps --network="$net" "$work/ctx-$steps" >/dev/null
 
 python3 - "$work/trace.txt" <<'EOF'
@@ -76,7 +76,7 @@ for t, d, comm, pid, cont, sc, line in ev:
     if comm == 'cbuild-init' and sc == 'unshare': cur['unshare2'] = t + d
     elif comm == 'cbuild-init' and sc == 'fsmount': cur['fsmount'] = t + d
     elif comm == 'cbuild-init' and sc == 'pivot_root': cur['pivot'] = t + d
-    elif comm == 'cbuild-init' and sc in ('clone', 'clone3') and 'clonesh' not in cur: cur['clonesh'] = t
+    elif comm == 'cbuild-init' and sc in ('clone', 'clone3', 'vfork') and 'clonesh' not in cur: cur['clonesh'] = t
     elif comm == 'sh' and sc == 'execve': cur['exec'] = t
     elif comm == 'sh' and sc == 'exit_group': cur['shexit'] = t
     elif comm == 'cbuild-init' and sc == 'exit_group': cur['initexit'] = t

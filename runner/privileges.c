@@ -51,10 +51,13 @@ static int capset_all(uint64_t eff, uint64_t perm, uint64_t inh)
 static int drop_bounding(uint64_t keep, struct cb_error *err)
 {
   for (int cap = 0; cap < 64; cap++) {
-    if (prctl(PR_CAPBSET_READ, cap, 0, 0, 0) < 0)
-      break; /* past the kernel's last capability */
-    if ((keep & CAP(cap)) == 0 && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0)
+    if (keep & CAP(cap))
+      continue;
+    if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
+      if (errno == EINVAL)
+        break; /* past the kernel's last capability */
       return cb_error_errno(err, errno, "drop capability %d from the bounding set", cap);
+    }
   }
   return 0;
 }

@@ -416,6 +416,26 @@ static int spawn_sandbox(struct run_state *st, const struct runner_config *c,
   return cb_error_errno(err, rc, "start the sandbox's init (cbuild-sandbox)");
 }
 
+/* The signals this process ignores, looked up once: the init restores
+ * their defaults. */
+static pthread_once_t ignored_once = PTHREAD_ONCE_INIT;
+static uint64_t ignored_mask;
+
+static void ignored_query(void)
+{
+  for (int sig = 1; sig < 64; sig++) {
+    struct sigaction sa;
+    if (sigaction(sig, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN)
+      ignored_mask |= UINT64_C(1) << (sig - 1);
+  }
+}
+
+static uint64_t ignored_signals(void)
+{
+  pthread_once(&ignored_once, ignored_query);
+  return ignored_mask;
+}
+
 static int check_config(const struct runner_config *c, struct cb_error *err)
 {
   if (!c->argv || !c->argv[0] || !*c->argv[0])
@@ -462,6 +482,8 @@ int runner_run(const struct runner_config *c, struct runner_result *res, struct 
                                                                         : -1;
   st.s.hostname = c->hostname && *c->hostname ? c->hostname : "cbuild";
 
+  st.s.ignored_signals = ignored_signals();
+
   if (check_config(c, err) < 0)
     goto out;
   if (c->network == RUNNER_NET_DEFAULT && runner_slirp_check(err) < 0)
@@ -472,6 +494,9 @@ int runner_run(const struct runner_config *c, struct runner_result *res, struct 
     goto out;
   if (runner_cgroup_create(&st.cg, &c->limits, err) < 0)
     goto out;
+  /* slirp4netns for this step alone, or nothing for the init to wait for */
+  st.s.wait_network = c->network == RUNNER_NET_DEFAULT && st.s.netns_fd < 0;
+  st.s.wait_setup = st.s.new_userns || st.cg.dirs.n > 0 || st.s.wait_network;
   if (pipe2(out, O_CLOEXEC) < 0 || pipe2(msg, O_CLOEXEC) < 0 ||
       socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, go) < 0) {
     cb_error_errno(err, errno, "pipe");
@@ -492,20 +517,19 @@ int runner_run(const struct runner_config *c, struct runner_result *res, struct 
   close(go[0]);
   out[1] = msg[1] = go[0] = -1;
 
-  if (wait_ready(&st, res, err) < 0)
-    goto wait;
-  if (st.s.new_userns && runner_userns_map(st.child_pid, err) < 0)
-    goto fail;
-  if (runner_cgroup_add(&st.cg, st.child_pid, err) < 0)
-    goto fail;
-  if (c->network == RUNNER_NET_DEFAULT && st.s.netns_fd < 0 &&
-      runner_slirp_start(&st.slirp, st.child_pid, st.s.statedir, err) < 0)
-    goto fail;
-  if (send_go(&st, err) < 0)
-    goto fail;
-  /* Without slirp4netns the init need not wait for the network. */
-  if ((c->network != RUNNER_NET_DEFAULT || st.s.netns_fd >= 0) && send_go(&st, err) < 0)
-    goto fail;
+  if (st.s.wait_setup) {
+    if (wait_ready(&st, res, err) < 0)
+      goto wait;
+    if (st.s.new_userns && runner_userns_map(st.child_pid, err) < 0)
+      goto fail;
+    if (runner_cgroup_add(&st.cg, st.child_pid, err) < 0)
+      goto fail;
+    if (st.s.wait_network &&
+        runner_slirp_start(&st.slirp, st.child_pid, st.s.statedir, err) < 0)
+      goto fail;
+    if (send_go(&st, err) < 0)
+      goto fail;
+  }
   main_loop(&st, c, res, err);
   goto wait;
 

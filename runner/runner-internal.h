@@ -16,7 +16,8 @@
  * at RUNNER_FD_CONFIG.  The children report to the caller over one pipe of
  * typed records (enum runner_msg_type below), and wait for it on a socket
  * ("go": one byte lets the init set up the rootfs, a second one lets it
- * start the command once the network is up).
+ * start the command once the network is up; each only when the caller has
+ * something to do first).
  *
  * cbuild-sandbox is linked from sandbox-main.c, sandbox.c, privileges.c,
  * mounts.c, overlay.c, user.c, wire.c and common/ only (see the Makefile),
@@ -47,6 +48,11 @@ struct runner_setup {
   int outfd;     /* write end of the output pipe */
   const void *seccomp; /* the compiled filter (struct sock_filter[]) */
   size_t seccomp_len;  /* in bytes; 0 when c->insecure */
+  uint64_t ignored_signals; /* bit sig-1: ignored by the caller */
+  /* Which go bytes the init waits for: the first when the caller has ids
+   * to map or a cgroup to fill (always with new_userns), the second when
+   * it starts slirp4netns for the step. */
+  bool wait_setup, wait_network;
 };
 
 /* ---- cbuild-sandbox: the init's program ---- */

@@ -152,10 +152,8 @@ CB_NORETURN static void command_main(const struct runner_setup *s, const struct 
   sigset_t all;
   int nullfd, e;
 
-  /* The caller's dispositions (an ignored SIGPIPE, say) would survive exec. */
-  for (int sig = 1; sig < NSIG; sig++)
-    if (sig != SIGKILL && sig != SIGSTOP)
-      signal(sig, SIG_DFL);
+  /* The init's handlers end with exec; the signals the caller ignored are
+   * back to their defaults since the init's start. */
   sigemptyset(&all);
   sigprocmask(SIG_SETMASK, &all, NULL);
   prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -243,8 +241,12 @@ void runner_sandbox_main(struct runner_setup *s)
 
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   prctl(PR_SET_NAME, "cbuild-init", 0, 0, 0);
-  /* Started with every signal blocked (run.c): nothing of the caller's
-   * could run in it before exec. */
+  /* An ignored signal would stay ignored across exec, in the command too
+   * (an ignored SIGPIPE, say): back to the default.  Started with every
+   * signal blocked (run.c), so that nothing of the caller's ran before. */
+  for (int sig = 1; sig < 64; sig++)
+    if (s->ignored_signals & (UINT64_C(1) << (sig - 1)))
+      signal(sig, SIG_DFL);
   sigemptyset(&mask);
   sigprocmask(SIG_SETMASK, &mask, NULL);
   /* The sandbox's processes hold nothing of the caller's but its stdio. */
@@ -260,10 +262,12 @@ void runner_sandbox_main(struct runner_setup *s)
         fail_errno(s, errno, "join the build's network namespace: setns");
       close(s->netns_fd);
     }
-    runner_msg_send(s->msgfd, RUNNER_MSG_READY, NULL, 0);
-    /* The caller puts us in the cgroup meanwhile; no byte means it gave up
-     * or died. */
-    wait_go(s);
+    if (s->wait_setup) {
+      runner_msg_send(s->msgfd, RUNNER_MSG_READY, NULL, 0);
+      /* The caller puts us in the cgroup meanwhile; no byte means it gave
+       * up or died. */
+      wait_go(s);
+    }
   }
 
   umask(0);
@@ -287,7 +291,8 @@ void runner_sandbox_main(struct runner_setup *s)
   runner_env_build(c, s->hostname, &user, &env);
 
   /* The network is ready (slirp4netns configured it) when this comes. */
-  wait_go(s);
+  if (s->wait_network)
+    wait_go(s);
 
   /* PID 1 ignores signals it has no handler for, so it installs no-ops and
    * picks the signals up synchronously. */

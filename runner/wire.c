@@ -65,6 +65,9 @@ void runner_wire_encode(const struct runner_setup *s, struct strbuf *out)
   put_str(out, s->rootdir);
   put_str(out, s->etcdir);
   put_bytes(out, s->seccomp, s->seccomp_len, false);
+  put_u64(out, s->ignored_signals);
+  put_u64(out, s->wait_setup);
+  put_u64(out, s->wait_network);
 
   put_strs(out, c->lowerdirs, c->n_lowerdirs);
   put_str(out, c->upperdir);
@@ -194,6 +197,9 @@ int runner_wire_decode(const char *buf, size_t len, struct runner_setup *s,
   s->rootdir = get_str(&r);
   s->etcdir = get_str(&r);
   s->seccomp = get_bytes(&r, &s->seccomp_len);
+  s->ignored_signals = get_u64(&r);
+  s->wait_setup = get_u64(&r) != 0;
+  s->wait_network = get_u64(&r) != 0;
 
   c->lowerdirs = get_strs(&r, &c->n_lowerdirs);
   c->upperdir = get_str(&r);

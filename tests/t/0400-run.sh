@@ -39,6 +39,14 @@ else
 fi
 expect_eq "the host's hostname is unchanged" "$(hostname)" "$(cat /proc/sys/kernel/hostname)"
 
+# Signals cbuild was started with ignored are not ignored in the step.
+mkdir -p "$TMP/c-sigign"
+printf 'FROM busybox\nRUN echo "sigign=$(grep SigIgn /proc/self/status | cut -f2)"\n' >"$TMP/c-sigign/Dockerfile"
+(trap '' PIPE HUP USR1 && run_cbuild build --root "$R" -t sigign --progress plain --network=none "$TMP/c-sigign"; exit $rc)
+rc=$?
+expect_rc "a build started with SIGPIPE, SIGHUP and SIGUSR1 ignored runs" 0
+check "the step ignores no signal" grep -q "sigign=0000000000000000" "$TMP/err"
+
 build_run netnone 'FROM busybox
 RUN --network=none echo "links=$(ls /sys/class/net | tr "\n" " ")"'
 expect_rc "RUN --network=none runs" 0
