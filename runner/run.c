@@ -423,9 +423,10 @@ static uint64_t ignored_mask;
 
 static void ignored_query(void)
 {
-  for (int sig = 1; sig < 64; sig++) {
-    struct sigaction sa;
-    if (sigaction(sig, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN)
+  for (int sig = 1; sig <= 64; sig++) {
+    struct runner_ksigaction old;
+    if (syscall(SYS_rt_sigaction, sig, NULL, &old, sizeof(old.mask)) == 0 &&
+        old.handler == SIG_IGN)
       ignored_mask |= UINT64_C(1) << (sig - 1);
   }
 }

@@ -48,11 +48,21 @@ struct runner_setup {
   int outfd;     /* write end of the output pipe */
   const void *seccomp; /* the compiled filter (struct sock_filter[]) */
   size_t seccomp_len;  /* in bytes; 0 when c->insecure */
-  uint64_t ignored_signals; /* bit sig-1: ignored by the caller */
+  uint64_t ignored_signals; /* bit sig-1: ignored by the caller (1-64) */
   /* Which go bytes the init waits for: the first when the caller has ids
    * to map or a cgroup to fill (always with new_userns), the second when
    * it starts slirp4netns for the step. */
   bool wait_setup, wait_network;
+};
+
+/* The kernel's struct sigaction, for rt_sigaction(2) itself: the C library
+ * refuses signals 32 and 33, which it keeps for itself, yet a caller may
+ * have them ignored (make does) and an ignored signal survives exec. */
+struct runner_ksigaction {
+  void (*handler)(int);
+  unsigned long flags;
+  void (*restorer)(void);
+  uint64_t mask;
 };
 
 /* ---- cbuild-sandbox: the init's program ---- */

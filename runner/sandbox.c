@@ -1,9 +1,10 @@
 /*
- * The sandbox's own processes (runner-internal.h): the setup process, the
- * init and the command.  They run in cbuild-sandbox, a small statically
- * linked program that runner_run() starts for each step (sandbox-main.c),
- * not in forks of cbuild: forking the builder, with its libraries and heap,
- * three times a step cost more than the rest of the step.
+ * The sandbox's own processes (runner-internal.h): the init and the
+ * command (and, for a caller that is not root at all, a setup process
+ * before the init).  They run in cbuild-sandbox, a small statically linked
+ * program that runner_run() starts as PID 1 of each step's namespaces
+ * (sandbox-main.c), not in forks of cbuild: forking the builder, with its
+ * libraries and heap, cost more than the rest of the step.
  */
 #include "runner-internal.h"
 
@@ -244,9 +245,11 @@ void runner_sandbox_main(struct runner_setup *s)
   /* An ignored signal would stay ignored across exec, in the command too
    * (an ignored SIGPIPE, say): back to the default.  Started with every
    * signal blocked (run.c), so that nothing of the caller's ran before. */
-  for (int sig = 1; sig < 64; sig++)
-    if (s->ignored_signals & (UINT64_C(1) << (sig - 1)))
-      signal(sig, SIG_DFL);
+  for (int sig = 1; sig <= 64; sig++)
+    if (s->ignored_signals & (UINT64_C(1) << (sig - 1))) {
+      struct runner_ksigaction dfl = { .handler = SIG_DFL };
+      (void)syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof(dfl.mask));
+    }
   sigemptyset(&mask);
   sigprocmask(SIG_SETMASK, &mask, NULL);
   /* The sandbox's processes hold nothing of the caller's but its stdio. */
