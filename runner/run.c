@@ -243,12 +243,19 @@ static void main_loop(struct run_state *st, const struct runner_config *c,
       break;
     }
     if (slirp_i >= 0 && (p[slirp_i].revents || now_ms() >= slirp_deadline)) {
-      int rc = p[slirp_i].revents ? runner_slirp_ready(&st->slirp, err)
-                                  : cb_error_set(err, "slirp4netns did not configure the "
-                                                      "network in %d s",
+      struct cb_error e;
+      int rc = p[slirp_i].revents ? runner_slirp_ready(&st->slirp, &e)
+                                  : cb_error_set(&e, "slirp4netns did not configure the "
+                                                     "network in %d s",
                                                  RUNNER_SLIRP_TIMEOUT_MS / 1000);
       close(st->slirp.ready_fd);
       st->slirp.ready_fd = -1;
+      /* An init that died first left slirp4netns no namespace: its own
+       * reason, sent or still to come, beats slirp4netns's. */
+      if (rc < 0 && !st->failed) {
+        *err = e;
+        st->go_lost = true;
+      }
       if (rc < 0 || st->failed || send_go(st, err) < 0) {
         st->failed = true;
         /* The init waits for the go: closing the socket ends it. */
