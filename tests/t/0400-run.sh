@@ -39,6 +39,15 @@ else
 fi
 expect_eq "the host's hostname is unchanged" "$(hostname)" "$(cat /proc/sys/kernel/hostname)"
 
+# A build leaves nothing in $TMPDIR: the sandboxes' state directory goes
+# when cbuild exits.
+mkdir -p "$TMP/tmpdir" "$TMP/c-tmpdir"
+printf 'FROM busybox\nRUN echo "ran in $(pwd)"\n' >"$TMP/c-tmpdir/Dockerfile"
+TMPDIR=$TMP/tmpdir run_cbuild build --root "$R" -t tmpdir --progress plain --network=none "$TMP/c-tmpdir"
+expect_rc "a build with its own TMPDIR runs" 0
+check "its RUN step ran" grep -q "ran in /" "$TMP/err"
+expect_eq "it leaves nothing in TMPDIR" "$(ls -A "$TMP/tmpdir")" ""
+
 # Signals cbuild was started with ignored are not ignored in the step (nor
 # are the C library's own 32 and 33, which make leaves ignored).
 mkdir -p "$TMP/c-sigign"
