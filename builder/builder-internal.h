@@ -21,6 +21,21 @@ struct cache_store *builder_cmd_store(const char *root_flag, struct cb_error *er
 
 /* A client of registry/repository with the registry flags of reg (the
  * credentials given, else looked up as oci.h says). */
+/* The registry flags that build and the registry commands share, as
+ * getopt_long codes of their own (above every command's), in one table. */
+enum {
+  BUILDER_OPT_AUTHFILE = 0x1000,
+  BUILDER_OPT_INSECURE_REGISTRY,
+  BUILDER_OPT_TLS_CA_CERT,
+};
+#define BUILDER_REGISTRY_OPTIONS                                                   \
+  { "authfile", required_argument, NULL, BUILDER_OPT_AUTHFILE },                   \
+  { "insecure-registry", required_argument, NULL, BUILDER_OPT_INSECURE_REGISTRY }, \
+  { "tls-ca-cert", required_argument, NULL, BUILDER_OPT_TLS_CA_CERT }
+/* Take option opt (a getopt_long code) with arg into r when it is one of
+ * those; false when it is not. */
+bool builder_registry_option(struct builder_registry *r, int opt, const char *arg);
+
 struct oci_registry *builder_registry_client(const struct builder_registry *reg,
                                              const char *registry, const char *repository,
                                              const struct oci_credentials *creds,

@@ -96,9 +96,6 @@ enum {
   OPT_PUSH,
   OPT_PULL,
   OPT_PLATFORM,
-  OPT_AUTHFILE,
-  OPT_INSECURE_REGISTRY,
-  OPT_TLS_CA_CERT,
   OPT_CACHE_TO,
   OPT_CACHE_FROM,
 };
@@ -129,9 +126,7 @@ static const struct option build_options[] = {
   { "push", no_argument, NULL, OPT_PUSH },
   { "pull", optional_argument, NULL, OPT_PULL },
   { "platform", required_argument, NULL, OPT_PLATFORM },
-  { "authfile", required_argument, NULL, OPT_AUTHFILE },
-  { "insecure-registry", required_argument, NULL, OPT_INSECURE_REGISTRY },
-  { "tls-ca-cert", required_argument, NULL, OPT_TLS_CA_CERT },
+  BUILDER_REGISTRY_OPTIONS,
   { "cache-to", required_argument, NULL, OPT_CACHE_TO },
   { "cache-from", required_argument, NULL, OPT_CACHE_FROM },
   { "help", no_argument, NULL, 'h' },
@@ -388,17 +383,6 @@ static int options_parse(const char *cmd, const struct option *longopts, const c
       (*n)++;
       break;
     }
-    case OPT_AUTHFILE:
-      free(o->registry.authfile);
-      o->registry.authfile = xstrdup(optarg);
-      break;
-    case OPT_INSECURE_REGISTRY:
-      strvec_push(&o->registry.insecure, optarg);
-      break;
-    case OPT_TLS_CA_CERT:
-      free(o->registry.ca_cert);
-      o->registry.ca_cert = xstrdup(optarg);
-      break;
     case OPT_ROOT:
       free(o->root);
       o->root = xstrdup(optarg);
@@ -460,6 +444,8 @@ static int options_parse(const char *cmd, const struct option *longopts, const c
     case ':':
       return usage_error(cmd, "flag \"%s\" needs a value", argv[optind - 1]);
     default:
+      if (builder_registry_option(&o->registry, c, optarg))
+        break;
       if (optopt)
         return usage_error(cmd, "unknown flag \"-%c\"", optopt);
       return usage_error(cmd, "unknown flag \"%s\"", argv[optind - 1]);

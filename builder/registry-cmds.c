@@ -7,9 +7,6 @@
 
 enum {
   OPT_ROOT = 256,
-  OPT_AUTHFILE,
-  OPT_INSECURE_REGISTRY,
-  OPT_TLS_CA_CERT,
   OPT_PLATFORM,
   OPT_PASSWORD_STDIN,
 };
@@ -17,9 +14,7 @@ enum {
 static const struct option registry_options[] = {
   { "help", no_argument, NULL, 'h' },
   { "root", required_argument, NULL, OPT_ROOT },
-  { "authfile", required_argument, NULL, OPT_AUTHFILE },
-  { "insecure-registry", required_argument, NULL, OPT_INSECURE_REGISTRY },
-  { "tls-ca-cert", required_argument, NULL, OPT_TLS_CA_CERT },
+  BUILDER_REGISTRY_OPTIONS,
   { "platform", required_argument, NULL, OPT_PLATFORM },
   { "quiet", no_argument, NULL, 'q' },
   { "username", required_argument, NULL, 'u' },
@@ -63,17 +58,6 @@ static int args_parse(const char *cmd, const char *help, int argc, char **argv,
     case OPT_ROOT:
       a->root = optarg;
       break;
-    case OPT_AUTHFILE:
-      free(a->reg.authfile);
-      a->reg.authfile = xstrdup(optarg);
-      break;
-    case OPT_INSECURE_REGISTRY:
-      strvec_push(&a->reg.insecure, optarg);
-      break;
-    case OPT_TLS_CA_CERT:
-      free(a->reg.ca_cert);
-      a->reg.ca_cert = xstrdup(optarg);
-      break;
     case OPT_PLATFORM:
       if (strcmp(cmd, "pull") != 0)
         return builder_cmd_usage(cmd, "unknown flag \"--platform\"");
@@ -95,6 +79,8 @@ static int args_parse(const char *cmd, const char *help, int argc, char **argv,
     case ':':
       return builder_cmd_usage(cmd, "a flag needs a value");
     default:
+      if (builder_registry_option(&a->reg, c, optarg))
+        break;
       return builder_cmd_usage(cmd, "unknown flag");
     }
   }

@@ -20,6 +20,25 @@
 #define SOURCES_DIR "blob-sources"
 #define SOURCES_MAX 16
 
+bool builder_registry_option(struct builder_registry *r, int opt, const char *arg)
+{
+  switch (opt) {
+  case BUILDER_OPT_AUTHFILE:
+    free(r->authfile);
+    r->authfile = xstrdup(arg);
+    return true;
+  case BUILDER_OPT_INSECURE_REGISTRY:
+    strvec_push(&r->insecure, arg);
+    return true;
+  case BUILDER_OPT_TLS_CA_CERT:
+    free(r->ca_cert);
+    r->ca_cert = xstrdup(arg);
+    return true;
+  default:
+    return false;
+  }
+}
+
 void builder_registry_release(struct builder_registry *r)
 {
   strvec_clear(&r->insecure);
