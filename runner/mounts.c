@@ -350,7 +350,29 @@ static int setup_dev(struct mctx *m, struct cb_error *err)
                   "mode=1777,size=65536k", "a tmpfs on /dev/shm", err);
 }
 
-static int copy_to(int sfd, const char *path, struct cb_error *err);
+/* Copy the file open at sfd to path (for a writable bind of a file whose
+ * writes are thrown away). */
+static int copy_to(int sfd, const char *path, struct cb_error *err)
+{
+  cleanup_close int in = open(fdpath(sfd).p, O_RDONLY | O_CLOEXEC);
+  cleanup_close int out = -1;
+  struct stat st;
+  char buf[65536];
+  ssize_t n;
+  if (in < 0 || fstat(in, &st) < 0)
+    return cb_error_errno(err, errno, "open the bind source to copy it");
+  out = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, st.st_mode & 07777);
+  if (out < 0)
+    return cb_error_errno(err, errno, "create \"%s\"", path);
+  while ((n = cb_read_retry(in, buf, sizeof(buf))) > 0)
+    if (cb_write_all(out, buf, (size_t)n) < 0)
+      return cb_error_errno(err, errno, "write \"%s\"", path);
+  if (n < 0)
+    return cb_error_errno(err, errno, "read the bind source");
+  if (fchown(out, st.st_uid, st.st_gid) < 0 || fchmod(out, st.st_mode & 07777) < 0)
+    return cb_error_errno(err, errno, "set the owner and mode of \"%s\"", path);
+  return 0;
+}
 
 /* /etc/hosts, /etc/resolv.conf and /etc/hostname: copies, in the step's
  * tmpfs, of what the caller wrote for every step (the command may write to
@@ -373,30 +395,6 @@ static int setup_etc(struct mctx *m, struct cb_error *err)
     if (fd < 0 || mount_on(fd, src, NULL, MS_BIND, NULL, what, err) < 0)
       return -1;
   }
-  return 0;
-}
-
-/* Copy the file open at sfd to path (for a writable bind of a file whose
- * writes are thrown away). */
-static int copy_to(int sfd, const char *path, struct cb_error *err)
-{
-  cleanup_close int in = open(fdpath(sfd).p, O_RDONLY | O_CLOEXEC);
-  cleanup_close int out = -1;
-  struct stat st;
-  char buf[65536];
-  ssize_t n;
-  if (in < 0 || fstat(in, &st) < 0)
-    return cb_error_errno(err, errno, "open the bind source to copy it");
-  out = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, st.st_mode & 07777);
-  if (out < 0)
-    return cb_error_errno(err, errno, "create \"%s\"", path);
-  while ((n = cb_read_retry(in, buf, sizeof(buf))) > 0)
-    if (cb_write_all(out, buf, (size_t)n) < 0)
-      return cb_error_errno(err, errno, "write \"%s\"", path);
-  if (n < 0)
-    return cb_error_errno(err, errno, "read the bind source");
-  if (fchown(out, st.st_uid, st.st_gid) < 0 || fchmod(out, st.st_mode & 07777) < 0)
-    return cb_error_errno(err, errno, "set the owner and mode of \"%s\"", path);
   return 0;
 }
 

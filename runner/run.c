@@ -101,7 +101,8 @@ struct run_state {
   pid_t child_pid; /* cbuild-sandbox as started */
   pid_t init_pid;  /* the init: the same, but with new_userns (sandbox.c) */
   bool ready, have_status, failed;
-  bool go_lost; /* the go could not be sent: a child died, and says why */
+  bool go_lost; /* the go could not be sent, or slirp4netns found no
+                   namespace: a child died, and its own reason wins */
   int status;
   struct strbuf msgbuf;
 };
@@ -364,7 +365,6 @@ static int spawn_sandbox(struct run_state *st, const struct runner_config *c,
   char *argv[] = { name, arg, NULL };
   struct spawn_args a = { .argv = argv, .envp = environ };
   int flags = CLONE_VM | CLONE_VFORK | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | SIGCHLD;
-  int high[CB_ARRAY_SIZE(a.from)];
   int from[] = { -1, st->s.msgfd, st->s.gofd, st->s.outfd, st->s.netns_fd };
   size_t stack_size = 64 << 10;
   sigset_t all, old;
@@ -389,8 +389,8 @@ static int spawn_sandbox(struct run_state *st, const struct runner_config *c,
   from[0] = config;
   /* Above every target first, so that no dup2 overwrites a source. */
   for (size_t i = 0; i < CB_ARRAY_SIZE(from); i++) {
-    high[i] = a.from[i] = -1;
-    if (from[i] >= 0 && (high[i] = a.from[i] = fcntl(from[i], F_DUPFD_CLOEXEC, 16)) < 0)
+    a.from[i] = -1;
+    if (from[i] >= 0 && (a.from[i] = fcntl(from[i], F_DUPFD_CLOEXEC, 16)) < 0)
       rc = errno;
   }
   stack = rc ? MAP_FAILED : mmap(NULL, stack_size, PROT_READ | PROT_WRITE,
@@ -408,9 +408,9 @@ static int spawn_sandbox(struct run_state *st, const struct runner_config *c,
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     munmap(stack, stack_size);
   }
-  for (size_t i = 0; i < CB_ARRAY_SIZE(high); i++)
-    if (high[i] >= 0)
-      close(high[i]);
+  for (size_t i = 0; i < CB_ARRAY_SIZE(a.from); i++)
+    if (a.from[i] >= 0)
+      close(a.from[i]);
   if (rc == 0) {
     if (!st->s.new_userns)
       st->init_pid = st->child_pid;

@@ -27,7 +27,7 @@
 
 static pthread_once_t state_once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t state_lock = PTHREAD_MUTEX_INITIALIZER;
-static char *state_dir;
+static char *state_dir, *step_dir, *root_dir;
 static pid_t state_owner;
 static struct cb_error state_err;
 static struct strvec etc_keys = STRVEC_INIT; /* "NET HOSTNAME", by index */
@@ -76,6 +76,8 @@ static void state_create(void)
   for (size_t i = 0; i < CB_ARRAY_SIZE(files); i++)
     if (make(files[i], false, &state_err) < 0)
       goto fail;
+  step_dir = xasprintf("%s/step", state_dir);
+  root_dir = xasprintf("%s/root", state_dir);
   return;
 fail:
   cb_remove_tree(AT_FDCWD, state_dir);
@@ -109,7 +111,6 @@ static const char *etc_dir(enum runner_network net, const char *hostname, struct
 int runner_statedir_prepare(struct runner_setup *s, enum runner_network net,
                             struct cb_error *err)
 {
-  static char *step, *root;
   int ret = 0;
 
   pthread_once(&state_once, state_create);
@@ -117,14 +118,10 @@ int runner_statedir_prepare(struct runner_setup *s, enum runner_network net,
     *err = state_err;
     return -1;
   }
-  pthread_mutex_lock(&state_lock);
-  if (!step) {
-    step = xasprintf("%s/step", state_dir);
-    root = xasprintf("%s/root", state_dir);
-  }
   s->statedir = state_dir;
-  s->tmpdir = step;
-  s->rootdir = root;
+  s->tmpdir = step_dir;
+  s->rootdir = root_dir;
+  pthread_mutex_lock(&state_lock);
   if (!(s->etcdir = etc_dir(net, s->hostname, err)))
     ret = -1;
   pthread_mutex_unlock(&state_lock);
