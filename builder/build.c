@@ -478,9 +478,11 @@ static int export_one(struct build_run *run, const struct builder_output *out,
   else
     rc = oci_layout_write_tar(fd, &ai, 1, &src, err);
   if (fd != STDOUT_FILENO) {
-    if (rc == 0 && fsync(fd) < 0)
+    /* Complete under its name or not there: written aside and renamed.
+     * Not fsynced, like what docker save, tar or cp write: the file is
+     * the user's, not the store's (which syncs what it keeps). */
+    if (close(fd) < 0 && rc == 0)
       rc = cb_error_errno(err, errno, "write \"%s\"", out->dest);
-    close(fd);
     if (rc == 0 && rename(tmp, out->dest) < 0)
       rc = cb_error_errno(err, errno, "rename \"%s\" to \"%s\"", tmp, out->dest);
     if (rc < 0)

@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
+#include <pthread.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
@@ -1251,42 +1252,140 @@ static int content_digest(struct copy_op *op, const struct item *it, int fd,
   return 0;
 }
 
-/* The digest of what an item holds: through the stat cache for files of
- * the build context. */
-static int item_content(struct copy_op *op, const struct item *it, struct cache_stat_cache *sc,
-                        char out[OCI_DIGEST_SIZE], struct cb_error *err)
+static bool item_from_context(const struct copy_op *op, const struct item *it)
 {
-  bool from_context = op->ctx && it->rootfd == op->run->ctx.dirfd;
-  cleanup_close int fd = -1;
+  return op->ctx && it->rootfd == op->run->ctx.dirfd && S_ISREG(it->mode);
+}
+
+/* The digest of what an item holds when it needs no reading: in-memory
+ * data, what has no content, or a context file the stat cache knows. */
+static bool item_content_known(struct copy_op *op, const struct item *it,
+                               struct cache_stat_cache *sc, char out[OCI_DIGEST_SIZE])
+{
   struct stat st;
   if (it->data) {
     oci_digest_buf(it->data, strlen(it->data), out);
-    return 0;
+    return true;
   }
   if (!it->src || it->hardlink || !(S_ISREG(it->mode) || S_ISDIR(it->mode))) {
     out[0] = '\0';
-    return 0;
+    return true;
   }
-  if (from_context && S_ISREG(it->mode)) {
-    /* the walk's stat of the file, not a second one */
-    memset(&st, 0, sizeof(st));
-    st.st_dev = it->dev;
-    st.st_ino = it->ino;
-    st.st_size = (off_t)it->size;
-    st.st_mtim = it->src_mtime;
-    st.st_ctim = it->src_ctime;
-    if (cache_stat_lookup(sc, it->src, &st, out))
-      return 0;
-  }
-  fd = cb_open_beneath(it->rootfd, it->src, S_ISDIR(it->mode) ? O_RDONLY | O_DIRECTORY : O_RDONLY);
+  if (!item_from_context(op, it))
+    return false;
+  /* the walk's stat of the file, not a second one */
+  memset(&st, 0, sizeof(st));
+  st.st_dev = it->dev;
+  st.st_ino = it->ino;
+  st.st_size = (off_t)it->size;
+  st.st_mtim = it->src_mtime;
+  st.st_ctim = it->src_ctime;
+  return cache_stat_lookup(sc, it->src, &st, out);
+}
+
+/* The digest of what an item holds, read from its file; *st is the stat
+ * of what was read, for the stat cache.  Safe in several threads. */
+static int item_content_read(struct copy_op *op, const struct item *it,
+                             char out[OCI_DIGEST_SIZE], struct stat *st, struct cb_error *err)
+{
+  cleanup_close int fd =
+    cb_open_beneath(it->rootfd, it->src, S_ISDIR(it->mode) ? O_RDONLY | O_DIRECTORY : O_RDONLY);
   if (fd < 0)
     return op_error(op, err, "open \"%s\": %s", it->src, strerror(errno));
-  if (fstat(fd, &st) < 0)
+  if (fstat(fd, st) < 0)
     return op_error(op, err, "stat \"%s\": %s", it->src, strerror(errno));
-  if (content_digest(op, it, fd, out, err) < 0)
+  return content_digest(op, it, fd, out, err);
+}
+
+/*
+ * Reading a cold context is the longest part of a COPY's cache key:
+ * files are read and hashed by one thread per CPU.  Each takes the next
+ * file in order; the error reported is the first file's that failed, as
+ * with one thread.
+ */
+#define HASH_THREADS_MIN_BYTES ((int64_t)4 << 20)
+
+struct hash_work {
+  struct copy_op *op;
+  const size_t *todo; /* item indexes */
+  size_t n_todo;
+  char (*digests)[OCI_DIGEST_SIZE]; /* per item */
+  struct stat *stats;               /* per todo entry */
+  pthread_mutex_t mu;
+  size_t next;
+  size_t failed_at; /* the first todo entry that failed, or n_todo */
+  struct cb_error err;
+};
+
+static void *hash_work_run(void *data)
+{
+  struct hash_work *w = data;
+  struct cb_error err;
+  for (;;) {
+    pthread_mutex_lock(&w->mu);
+    size_t i = w->next++;
+    bool stop = i >= w->n_todo || i > w->failed_at;
+    pthread_mutex_unlock(&w->mu);
+    if (stop)
+      return NULL;
+    size_t k = w->todo[i];
+    if (item_content_read(w->op, &w->op->items[k], w->digests[k], &w->stats[i], &err) < 0) {
+      pthread_mutex_lock(&w->mu);
+      if (i < w->failed_at) {
+        w->failed_at = i;
+        w->err = err;
+      }
+      pthread_mutex_unlock(&w->mu);
+    }
+  }
+}
+
+static int hash_items(struct copy_op *op, struct cache_stat_cache *sc,
+                      char (*digests)[OCI_DIGEST_SIZE], struct cb_error *err)
+{
+  cleanup_free size_t *todo = xcalloc(op->n ? op->n : 1, sizeof(*todo));
+  cleanup_free pthread_t *threads = NULL;
+  struct hash_work w;
+  int64_t bytes = 0;
+  int n_threads = 0, want;
+
+  memset(&w, 0, sizeof(w));
+  for (size_t i = 0; i < op->n; i++)
+    if (!item_content_known(op, &op->items[i], sc, digests[i])) {
+      todo[w.n_todo++] = i;
+      bytes += op->items[i].size;
+    }
+  if (w.n_todo == 0)
+    return 0;
+  w.op = op;
+  w.todo = todo;
+  w.digests = digests;
+  w.stats = xcalloc(w.n_todo, sizeof(*w.stats));
+  w.failed_at = w.n_todo;
+  pthread_mutex_init(&w.mu, NULL);
+
+  want = bytes >= HASH_THREADS_MIN_BYTES ? cb_cpu_count() - 1 : 0;
+  if ((size_t)want >= w.n_todo)
+    want = (int)w.n_todo - 1;
+  if (want > 0)
+    threads = xcalloc((size_t)want, sizeof(*threads));
+  /* a thread that cannot start leaves its share to the others */
+  while (n_threads < want && pthread_create(&threads[n_threads], NULL, hash_work_run, &w) == 0)
+    n_threads++;
+  hash_work_run(&w);
+  for (int i = 0; i < n_threads; i++)
+    pthread_join(threads[i], NULL);
+  pthread_mutex_destroy(&w.mu);
+
+  if (w.failed_at < w.n_todo) {
+    *err = w.err;
+    free(w.stats);
     return -1;
-  if (from_context && S_ISREG(it->mode))
-    cache_stat_record(sc, it->src, &st, out);
+  }
+  for (size_t i = 0; i < w.n_todo; i++)
+    if (item_from_context(op, &op->items[todo[i]]))
+      cache_stat_record(sc, op->items[todo[i]].src, &w.stats[i], digests[todo[i]]);
+  free(w.stats);
   return 0;
 }
 
@@ -1295,11 +1394,13 @@ int builder_copy_inputs(struct copy_prep *cp, struct cache_stat_cache *sc, struc
 {
   struct copy_op *op = &cp->op;
   cleanup_strbuf struct strbuf meta = STRBUF_INIT;
+  cleanup_free char(*contents)[OCI_DIGEST_SIZE] = xcalloc(op->n ? op->n : 1, sizeof(*contents));
+  if (hash_items(op, sc, contents, err) < 0)
+    return -1;
   for (size_t i = 0; i < op->n; i++) {
     const struct item *it = &op->items[i];
-    char content[OCI_DIGEST_SIZE], digest[OCI_DIGEST_SIZE];
-    if (item_content(op, it, sc, content, err) < 0)
-      return -1;
+    const char *content = contents[i];
+    char digest[OCI_DIGEST_SIZE];
     strbuf_reset(&meta);
     strbuf_addf(&meta, "%o %u %u %zu:%s %zu:%s %s", (unsigned)it->mode, (unsigned)it->uid,
                 (unsigned)it->gid, it->symlink ? strlen(it->symlink) : 0,

@@ -323,7 +323,8 @@ int builder_cmd_save(int argc, char **argv, const char *root)
   if (oci_layout_write_tar(fd, ai, (size_t)n, &src, &err) < 0)
     goto out;
   if (tmp) {
-    if (fsync(fd) < 0 || close(fd) < 0) {
+    /* written aside and renamed, not fsynced: as for build's -o */
+    if (close(fd) < 0) {
       fd = -1;
       cb_error_errno(&err, errno, "write \"%s\"", output);
       goto out;

@@ -36,12 +36,26 @@ struct cache_store {
   struct oci_checked_source checked; /* for cache_blob_source() */
   struct cache_remote remote;        /* has == NULL: none */
   pthread_mutex_t remote_lock;       /* one fetch at a time */
+  /* Blob files this process verified and renamed into place, by inode:
+   * the archive writers copy those without hashing them again. */
+  struct committed_blob *committed;
+  size_t n_committed, alloc_committed;
+  pthread_mutex_t committed_lock;
+};
+
+struct committed_blob {
+  char digest[OCI_DIGEST_SIZE];
+  dev_t dev;
+  ino_t ino;
+  off_t size;
+  struct timespec ctime; /* a write or chmod since changes it */
 };
 
 static int blob_source_open_unchecked(void *data, const char *digest, int64_t *size,
                                       struct cb_error *err);
 static int blob_source_corrupt(void *data, const char *digest, int fd, const char *got,
                                struct cb_error *err);
+static bool blob_source_verified(void *data, const char *digest, int fd);
 
 /* ---- small file helpers ---- */
 
@@ -263,8 +277,10 @@ struct cache_store *cache_store_open(const char *root, struct cb_error *err)
   s->root = xstrdup(root);
   s->root_fd = s->blobs_fd = s->tmp_fd = -1;
   pthread_mutex_init(&s->remote_lock, NULL);
+  pthread_mutex_init(&s->committed_lock, NULL);
   s->checked.open_unchecked = blob_source_open_unchecked;
   s->checked.corrupt = blob_source_corrupt;
+  s->checked.verified = blob_source_verified;
   s->checked.data = s;
 
   s->root_fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -316,6 +332,8 @@ void cache_store_close(struct cache_store *s)
   if (s == NULL)
     return;
   pthread_mutex_destroy(&s->remote_lock);
+  pthread_mutex_destroy(&s->committed_lock);
+  free(s->committed);
   if (s->root_fd >= 0)
     close(s->root_fd);
   if (s->blobs_fd >= 0)
@@ -381,6 +399,27 @@ void cache_blob_abort(struct cache_store *s, int fd, const char *path)
     close(fd);
 }
 
+static bool committed_same(const struct committed_blob *c, const char *digest,
+                           const struct stat *st)
+{
+  return c->dev == st->st_dev && c->ino == st->st_ino && c->size == st->st_size &&
+         c->ctime.tv_sec == st->st_ctim.tv_sec && c->ctime.tv_nsec == st->st_ctim.tv_nsec &&
+         strcmp(c->digest, digest) == 0;
+}
+
+static void committed_add(struct cache_store *s, const char *digest, const struct stat *st)
+{
+  pthread_mutex_lock(&s->committed_lock);
+  CB_GROW(s->committed, s->n_committed + 1, s->alloc_committed);
+  struct committed_blob *c = &s->committed[s->n_committed++];
+  snprintf(c->digest, sizeof(c->digest), "%s", digest);
+  c->dev = st->st_dev;
+  c->ino = st->st_ino;
+  c->size = st->st_size;
+  c->ctime = st->st_ctim;
+  pthread_mutex_unlock(&s->committed_lock);
+}
+
 int cache_blob_commit(struct cache_store *s, int fd, const char *path, const char *digest,
                       bool trusted, struct cb_error *err)
 {
@@ -444,6 +483,8 @@ int cache_blob_commit(struct cache_store *s, int fd, const char *path, const cha
     cb_error_errno(err, errno, "commit blob %s: sync \"%s/blobs/sha256\"", digest, s->root);
     goto out;
   }
+  if (fstat(fd, &st) == 0) /* its ctime, as the rename left it */
+    committed_add(s, digest, &st);
   r = 0;
 out:
   if (!renamed)
@@ -659,6 +700,22 @@ static int blob_source_corrupt(void *data, const char *digest, int fd, const cha
                                struct cb_error *err)
 {
   return blob_corrupt(data, digest, fd, got, err);
+}
+
+/* fd (open_unchecked's) is the very file this process verified and
+ * committed as digest, unchanged since. */
+static bool blob_source_verified(void *data, const char *digest, int fd)
+{
+  struct cache_store *s = data;
+  struct stat st;
+  bool found = false;
+  if (fstat(fd, &st) < 0)
+    return false;
+  pthread_mutex_lock(&s->committed_lock);
+  for (size_t i = s->n_committed; i-- > 0 && !found;)
+    found = committed_same(&s->committed[i], digest, &st);
+  pthread_mutex_unlock(&s->committed_lock);
+  return found;
 }
 
 void cache_blob_source(struct cache_store *s, struct oci_blob_source *src)

@@ -1,6 +1,7 @@
 #include "common.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <unistd.h>
 
 char cb_strbuf_slopbuf[1];
@@ -391,4 +392,13 @@ int cb_parse_size(const char *v, long long *out)
     return -1;
   *out = (long long)(n * (double)mult);
   return 0;
+}
+
+int cb_cpu_count(void)
+{
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+    return CPU_COUNT(&set);
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? (int)n : 1;
 }

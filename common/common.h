@@ -175,6 +175,9 @@ int cb_write_all(int fd, const void *data, size_t n);
 /* read(2), retried on EINTR. */
 ssize_t cb_read_retry(int fd, void *buf, size_t n);
 
+/* The CPUs this process may run on (at least 1). */
+int cb_cpu_count(void);
+
 /* mkdir -p: path and the directories above it, each made with mode when
  * missing; -1 with err naming the component that could not be made. */
 int cb_mkdir_p(const char *path, mode_t mode, struct cb_error *err);

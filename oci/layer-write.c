@@ -34,7 +34,6 @@
 #include <fcntl.h>
 #include <locale.h>
 #include <pthread.h>
-#include <sched.h>
 #include <unistd.h>
 
 #include <archive.h>
@@ -372,15 +371,6 @@ static la_ssize_t tar_write(struct archive *a, void *data, const void *buf, size
   return (la_ssize_t)n;
 }
 
-static int cpu_count(void)
-{
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
-    return CPU_COUNT(&set);
-  long n = sysconf(_SC_NPROCESSORS_ONLN);
-  return n > 0 ? (int)n : 1;
-}
-
 /*
  * libarchive converts names to UTF-8 for pax headers using the current
  * locale: in "C" a non-ASCII name gets "hdrcharset=BINARY", in a UTF-8
@@ -452,7 +442,7 @@ struct oci_layer_writer *oci_layer_writer_new(int fd, const struct oci_layer_opt
                                               struct cb_error *err)
 {
   struct oci_layer_writer *w = xcalloc(1, sizeof(*w));
-  int threads = o->threads > 0 ? o->threads : cpu_count();
+  int threads = o->threads > 0 ? o->threads : cb_cpu_count();
   if (threads > LAYER_MAX_THREADS)
     threads = LAYER_MAX_THREADS;
 

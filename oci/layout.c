@@ -199,12 +199,16 @@ int oci_checked_source_open(void *checked_source, const char *digest, int64_t *s
  * its size is an error (it changed under us, or the store is damaged), and
  * so is one that does not hash to its digest.  The last piece is held back
  * until the digest is checked, so a bad blob never reaches the sink whole.
+ * A blob the source has verified already (a layer this build just stored)
+ * is only copied.
  */
 static int copy_blob(const struct oci_blob_source *src, const struct blob *b, int fd,
                      blob_sink sink, void *ctx, struct cb_error *err)
 {
   cleanup_free unsigned char *buf = b->size > 0 ? xmalloc(COPY_BUFFER) : NULL;
-  struct oci_hasher *h = oci_hasher_new();
+  const struct oci_checked_source *cs = checked_part(src);
+  bool known = cs && cs->verified && cs->verified(cs->data, b->digest, fd);
+  struct oci_hasher *h = known ? NULL : oci_hasher_new();
   char got[OCI_DIGEST_SIZE];
   size_t held = 0;
   int64_t left;
@@ -224,8 +228,9 @@ static int copy_blob(const struct oci_blob_source *src, const struct blob *b, in
                    (long long)(b->size - left), (long long)b->size);
       goto out;
     }
-    oci_hasher_update(h, buf, (size_t)r);
-    if (r == left)
+    if (h)
+      oci_hasher_update(h, buf, (size_t)r);
+    if (r == left && h)
       held = (size_t)r;
     else if (sink(ctx, buf, (size_t)r, err) < 0)
       goto out;
@@ -239,9 +244,11 @@ static int copy_blob(const struct oci_blob_source *src, const struct blob *b, in
     cb_error_set(err, "blob %s: longer than its %lld bytes", b->digest, (long long)b->size);
     goto out;
   }
-  oci_hasher_final(h, got);
-  if (check_digest(checked_part(src), b->digest, fd, got, err) < 0)
-    goto out;
+  if (h) {
+    oci_hasher_final(h, got);
+    if (check_digest(cs, b->digest, fd, got, err) < 0)
+      goto out;
+  }
   /* the held-back last piece, now known good */
   if (held > 0 && sink(ctx, buf, held, err) < 0)
     goto out;
@@ -278,29 +285,7 @@ static void archive_entry_freep(struct archive_entry **e)
 struct tar_out {
   int fd;
   bool discard;
-  int64_t start;        /* fd's offset when the tar began; -1: not a file */
-  int64_t written;      /* bytes of tar written */
-  int64_t writeback_at; /* of which handed to writeback */
 };
-
-/*
- * The caller usually fsyncs the tar, and a tar is far below the kernel's
- * dirty limits: without a push, all of it would be written during that
- * fsync.  Start writeback a few MiB at a time instead, while the rest is
- * still being copied.  Best effort: an error (a pipe) only means the fsync
- * does the work.
- */
-#define TAR_WRITEBACK_SIZE ((int64_t)8 << 20)
-
-static void tar_out_writeback(struct tar_out *o)
-{
-  if (o->start < 0 || o->written - o->writeback_at < TAR_WRITEBACK_SIZE)
-    return;
-  if (sync_file_range(o->fd, o->start + o->writeback_at, o->written - o->writeback_at,
-                      SYNC_FILE_RANGE_WRITE) < 0)
-    o->start = -1;
-  o->writeback_at = o->written;
-}
 
 static la_ssize_t tar_out_write(struct archive *a, void *data, const void *buf, size_t n)
 {
@@ -320,8 +305,6 @@ static la_ssize_t tar_out_write(struct archive *a, void *data, const void *buf, 
     p += w;
     left -= (size_t)w;
   }
-  o->written += (int64_t)n;
-  tar_out_writeback(o);
   return (la_ssize_t)n;
 }
 
@@ -459,7 +442,7 @@ static int write_tar(int fd, const struct oci_archive_image *images, size_t n,
                      const struct oci_blob_source *src, bool docker, struct cb_error *err)
 {
   /* out outlives a, which points at it */
-  struct tar_out out = { fd, false, lseek(fd, 0, SEEK_CUR), 0, 0 };
+  struct tar_out out = { fd, false };
   cleanup_blob_list struct blob_list blobs = { NULL, 0, 0 };
   cleanup_archive_write struct archive *a = NULL;
   struct oci_index x = { NULL, 0 };

@@ -403,12 +403,16 @@ struct oci_blob_source {
  * writers recognize it, call open_unchecked() instead and hash the blob as
  * they copy it.  Either way a blob that does not hash to its digest goes to
  * corrupt() (fd: the blob as read; got: its digest), which sets err, may
- * drop the blob, and returns -1.
+ * drop the blob, and returns -1.  verified(), when set, says that fd (from
+ * open_unchecked) is a file this process has already hashed to digest and
+ * not let go of since (a blob it just stored): the writers copy it without
+ * hashing it again.
  */
 struct oci_checked_source {
   int (*open_unchecked)(void *data, const char *digest, int64_t *size, struct cb_error *err);
   int (*corrupt)(void *data, const char *digest, int fd, const char *got,
                  struct cb_error *err);
+  bool (*verified)(void *data, const char *digest, int fd);
   void *data;
 };
 int oci_checked_source_open(void *checked_source, const char *digest, int64_t *size,

@@ -145,4 +145,20 @@ expect_eq "the names became ids" "$first_owners" "1000/1000 dir/ 1000/1000 dir/f
 run_cbuild build --root "$R" -t chowned --progress plain "$N"
 expect_eq "a rebuild is all CACHED" "$(grep -c '^#[1-3] CACHED' "$TMP/err")" 3
 expect_eq "... with the same owners" "$(chown_owners)" "$first_owners"
+
+# A context big enough to be hashed by several threads: the key is the same
+# as one thread's (a hit without the stat cache), and each digest stays
+# with its own file (the miss names the one file changed, mid-list)
+B=$TMP/ctx-big
+mkdir -p "$B/d"
+for i in $(seq -w 1 48); do head -c 200000 /dev/urandom >"$B/d/f$i"; done
+printf 'FROM scratch\nCOPY d/ /d/\n' >"$B/Dockerfile"
+run_cbuild build --root "$R" -t big --progress plain "$B"
+expect_rc "a COPY of 48 files of 200 kB builds" 0
+rm -rf "$R/cache/stat"
+run_cbuild build --root "$R" -t big --progress plain "$B"
+check "with no stat cache, every file hashed again gives the same key" grep -q "^#1 CACHED" "$TMP/err"
+head -c 200000 /dev/urandom >"$B/d/f23"
+run_cbuild build --root "$R" -t big --progress plain "$B"
+check "the miss names the one file changed" grep -q "^#1 cache miss: 1 file changed: d/f23$" "$TMP/err"
 finish

@@ -367,6 +367,31 @@ static void test_blob_source(void)
   CHECK(memcmp(buf, "hello", 5) == 0);
   close(fd);
   CHECK_INT(src.open(src.data, "sha256:x", &size, &err), -1);
+
+  /* The archive writers copy unhashed what this store committed, as it
+   * was committed; nothing else. */
+  {
+    const struct oci_checked_source *cs = src.data;
+    cleanup_free char *bp = blob_path(root, digest);
+    char other[OCI_DIGEST_SIZE];
+    CHECK_INT(cache_blob_put(s, "other", 5, other, &err), 0);
+    fd = cs->open_unchecked(cs->data, digest, &size, &err);
+    CHECK(cs->verified(cs->data, digest, fd));
+    CHECK(!cs->verified(cs->data, other, fd));
+    close(fd);
+    write_file(bp, "hello, changed");
+    fd = cs->open_unchecked(cs->data, digest, &size, &err);
+    CHECK(!cs->verified(cs->data, digest, fd));
+    close(fd);
+    cache_store_close(s);
+    s = open_store(root);
+    cache_blob_source(s, &src);
+    cs = src.data;
+    fd = cs->open_unchecked(cs->data, other, &size, &err);
+    CHECK(fd >= 0);
+    CHECK(!cs->verified(cs->data, other, fd));
+    close(fd);
+  }
   cache_store_close(s);
   rm_rf(root);
 }
