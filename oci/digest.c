@@ -5,6 +5,7 @@
 #include "oci.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -15,6 +16,26 @@
 
 struct oci_hasher {
   EVP_MD_CTX *ctx;
+  struct hasher_thread *thread; /* NULL: hashed by the caller */
+};
+
+/*
+ * A hasher with a thread of its own (oci_hasher_new_threaded): update()
+ * copies the data into a ring and returns, and the thread hashes it while
+ * the caller goes on (compressing, reading the next file).  final() waits
+ * for the ring to drain.
+ */
+#define HASHER_RING_SIZE ((size_t)2 << 20)
+#define HASHER_PIECE ((size_t)256 << 10) /* hashed at once, then freed */
+
+struct hasher_thread {
+  pthread_t id;
+  pthread_mutex_t mu;
+  pthread_cond_t more;  /* data was added, or stop */
+  pthread_cond_t space; /* data was hashed */
+  unsigned char *ring;
+  uint64_t added, hashed; /* bytes, since the start */
+  bool stop;
 };
 
 static void hasher_start(struct oci_hasher *h)
@@ -26,7 +47,7 @@ static void hasher_start(struct oci_hasher *h)
 
 struct oci_hasher *oci_hasher_new(void)
 {
-  struct oci_hasher *h = xmalloc(sizeof(*h));
+  struct oci_hasher *h = xcalloc(1, sizeof(*h));
   h->ctx = EVP_MD_CTX_new();
   if (h->ctx == NULL)
     cb_die("out of memory");
@@ -34,10 +55,102 @@ struct oci_hasher *oci_hasher_new(void)
   return h;
 }
 
-void oci_hasher_update(struct oci_hasher *h, const void *data, size_t n)
+static void hash_now(struct oci_hasher *h, const void *data, size_t n)
 {
   if (n > 0 && EVP_DigestUpdate(h->ctx, data, n) != 1)
     cb_die("SHA-256 update failed");
+}
+
+static void *hasher_thread_run(void *data)
+{
+  struct oci_hasher *h = data;
+  struct hasher_thread *t = h->thread;
+
+  pthread_mutex_lock(&t->mu);
+  for (;;) {
+    while (!t->stop && t->hashed == t->added)
+      pthread_cond_wait(&t->more, &t->mu);
+    if (t->stop)
+      break;
+    size_t at = (size_t)(t->hashed % HASHER_RING_SIZE);
+    size_t n = (size_t)(t->added - t->hashed);
+    pthread_mutex_unlock(&t->mu);
+    /* [hashed, added) is the thread's alone until hashed moves */
+    if (n > HASHER_RING_SIZE - at)
+      n = HASHER_RING_SIZE - at;
+    if (n > HASHER_PIECE)
+      n = HASHER_PIECE;
+    hash_now(h, t->ring + at, n);
+    pthread_mutex_lock(&t->mu);
+    t->hashed += n;
+    pthread_cond_signal(&t->space);
+  }
+  pthread_mutex_unlock(&t->mu);
+  return NULL;
+}
+
+struct oci_hasher *oci_hasher_new_threaded(void)
+{
+  struct oci_hasher *h = oci_hasher_new();
+  struct hasher_thread *t = xcalloc(1, sizeof(*t));
+  pthread_mutex_init(&t->mu, NULL);
+  pthread_cond_init(&t->more, NULL);
+  pthread_cond_init(&t->space, NULL);
+  t->ring = xmalloc(HASHER_RING_SIZE);
+  h->thread = t;
+  if (pthread_create(&t->id, NULL, hasher_thread_run, h) != 0) {
+    /* no thread: the caller hashes, as with oci_hasher_new() */
+    h->thread = NULL;
+    pthread_mutex_destroy(&t->mu);
+    pthread_cond_destroy(&t->more);
+    pthread_cond_destroy(&t->space);
+    free(t->ring);
+    free(t);
+  }
+  return h;
+}
+
+void oci_hasher_update(struct oci_hasher *h, const void *data, size_t n)
+{
+  struct hasher_thread *t = h->thread;
+  const unsigned char *p = data;
+
+  if (t == NULL) {
+    hash_now(h, data, n);
+    return;
+  }
+  while (n > 0) {
+    pthread_mutex_lock(&t->mu);
+    while (t->added - t->hashed == HASHER_RING_SIZE)
+      pthread_cond_wait(&t->space, &t->mu);
+    size_t at = (size_t)(t->added % HASHER_RING_SIZE);
+    size_t k = HASHER_RING_SIZE - (size_t)(t->added - t->hashed);
+    pthread_mutex_unlock(&t->mu);
+    /* [added, hashed + size) is the caller's alone until added moves */
+    if (k > HASHER_RING_SIZE - at)
+      k = HASHER_RING_SIZE - at;
+    if (k > n)
+      k = n;
+    memcpy(t->ring + at, p, k);
+    pthread_mutex_lock(&t->mu);
+    t->added += k;
+    pthread_cond_signal(&t->more);
+    pthread_mutex_unlock(&t->mu);
+    p += k;
+    n -= k;
+  }
+}
+
+/* Wait until the thread has hashed everything given to it. */
+static void hasher_drain(struct oci_hasher *h)
+{
+  struct hasher_thread *t = h->thread;
+  if (t == NULL)
+    return;
+  pthread_mutex_lock(&t->mu);
+  while (t->hashed != t->added)
+    pthread_cond_wait(&t->space, &t->mu);
+  pthread_mutex_unlock(&t->mu);
 }
 
 void oci_hasher_final(struct oci_hasher *h, char out[OCI_DIGEST_SIZE])
@@ -46,6 +159,7 @@ void oci_hasher_final(struct oci_hasher *h, char out[OCI_DIGEST_SIZE])
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
 
+  hasher_drain(h);
   if (EVP_DigestFinal_ex(h->ctx, md, &len) != 1 || len != DIGEST_HEX_LEN / 2)
     cb_die("SHA-256 final failed");
   memcpy(out, DIGEST_PREFIX, DIGEST_PREFIX_LEN);
@@ -59,8 +173,22 @@ void oci_hasher_final(struct oci_hasher *h, char out[OCI_DIGEST_SIZE])
 
 void oci_hasher_free(struct oci_hasher *h)
 {
+  struct hasher_thread *t;
   if (h == NULL)
     return;
+  t = h->thread;
+  if (t) {
+    pthread_mutex_lock(&t->mu);
+    t->stop = true;
+    pthread_cond_signal(&t->more);
+    pthread_mutex_unlock(&t->mu);
+    pthread_join(t->id, NULL);
+    pthread_mutex_destroy(&t->mu);
+    pthread_cond_destroy(&t->more);
+    pthread_cond_destroy(&t->space);
+    free(t->ring);
+    free(t);
+  }
   EVP_MD_CTX_free(h->ctx);
   free(h);
 }

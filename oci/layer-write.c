@@ -8,6 +8,10 @@
  *                                         -> gzip workers | zstd | as is
  *                                         -> blob hasher -> fd
  *
+ * With more than one CPU each hasher runs in a thread of its own (see
+ * oci_hasher_new_threaded), so the loop that reads files and feeds the
+ * compressor does not wait for SHA-256 twice over.
+ *
  * The tar stream is cut into fixed blocks of LAYER_BLOCK_SIZE bytes, so what
  * the compressor sees does not depend on how entries arrived, and memory is
  * a fixed number of blocks whatever the layer's size.
@@ -450,8 +454,11 @@ struct oci_layer_writer *oci_layer_writer_new(int fd, const struct oci_layer_opt
   w->fd_start = lseek(fd, 0, SEEK_CUR);
   w->compression = o->compression;
   w->source_date_epoch = o->source_date_epoch;
-  w->diff_hasher = oci_hasher_new();
-  w->blob_hasher = oci_hasher_new();
+  /* with CPUs to spare, both digests are computed beside the main loop */
+  w->diff_hasher = threads > 1 ? oci_hasher_new_threaded() : oci_hasher_new();
+  w->blob_hasher = threads > 1 && o->compression != OCI_COMPRESSION_NONE
+                     ? oci_hasher_new_threaded()
+                     : oci_hasher_new();
   w->read_buf = xmalloc(LAYER_READ_SIZE);
   strbuf_init(&w->name, 256);
   w->locale = layer_locale();

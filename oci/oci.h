@@ -113,6 +113,9 @@ bool oci_reference_valid(const char *s);
 
 struct oci_hasher; /* an incremental SHA-256 (OpenSSL libcrypto) */
 struct oci_hasher *oci_hasher_new(void);
+/* The same, hashing in a thread of its own: update() copies the data
+ * (into a 2 MiB ring) and returns.  One caller thread at a time. */
+struct oci_hasher *oci_hasher_new_threaded(void);
 void oci_hasher_update(struct oci_hasher *h, const void *data, size_t n);
 /* Write "sha256:<hex>" into out; the hasher can be reused after. */
 void oci_hasher_final(struct oci_hasher *h, char out[OCI_DIGEST_SIZE]);

@@ -231,6 +231,45 @@ static void test_digest_known(void)
   oci_hasher_free(NULL);
 }
 
+/* The threaded hasher gives the same digests, whatever the pieces: tiny,
+ * odd-sized across the ring's wrap, larger than the ring. */
+static void test_digest_threaded(void)
+{
+  char d[OCI_DIGEST_SIZE], want[OCI_DIGEST_SIZE];
+  struct oci_hasher *h = oci_hasher_new_threaded();
+  struct oci_hasher *plain = oci_hasher_new();
+  size_t n = (size_t)11 << 20;
+  unsigned char *buf = xmalloc(n);
+
+  oci_hasher_update(h, "a", 1);
+  oci_hasher_update(h, "", 0);
+  oci_hasher_update(h, "bc", 2);
+  oci_hasher_final(h, d);
+  CHECK_STR(d, "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  oci_hasher_final(h, d);
+  CHECK_STR(d, "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+
+  for (size_t i = 0; i < n; i++)
+    buf[i] = (unsigned char)(i * 2654435761u >> 13);
+  oci_hasher_update(plain, buf, n);
+  oci_hasher_final(plain, want);
+  for (size_t at = 0, k = 1; at < n; k = k * 3 + 7) {
+    size_t piece = k % ((size_t)3 << 20);
+    if (piece > n - at)
+      piece = n - at;
+    oci_hasher_update(h, buf + at, piece);
+    at += piece;
+  }
+  oci_hasher_final(h, d);
+  CHECK_STR(d, want);
+
+  /* freed with data still to hash */
+  oci_hasher_update(h, buf, n);
+  oci_hasher_free(h);
+  oci_hasher_free(plain);
+  free(buf);
+}
+
 static void test_digest_fd_and_valid(void)
 {
   struct cb_error err;
@@ -870,6 +909,7 @@ static void test_layer_long_names_reproducible(void)
 
 static const struct unit_test tests[] = {
   { "digest_known", test_digest_known },
+  { "digest_threaded", test_digest_threaded },
   { "digest_fd_and_valid", test_digest_fd_and_valid },
   { "compression_names", test_compression_names },
   { "layer_fields", test_layer_fields },
