@@ -41,6 +41,12 @@ struct cache_store;
 struct cache_store *cache_store_open(const char *root, struct cb_error *err);
 void cache_store_close(struct cache_store *s);
 const char *cache_store_root(const struct cache_store *s);
+/*
+ * ROOT/cache/<sub> (sub NULL: ROOT/cache), made 0700 when missing, and
+ * opened once per store: the fd stays the store's, never to be closed by
+ * the caller.  For the cache's own files (steps.c, statcache.c).
+ */
+int cache_store_cache_dir(struct cache_store *s, const char *sub, struct cb_error *err);
 
 /* ---- blobs ---- */
 

@@ -31,40 +31,6 @@
 /* a temporary file this old is a crashed writer's */
 #define TEMP_STALE_SECONDS 3600
 
-static int open_dir_at(int parent, const char *name)
-{
-  int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0 && errno == ENOENT) {
-    if (mkdirat(parent, name, 0700) < 0 && errno != EEXIST)
-      return -1;
-    fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  }
-  return fd;
-}
-
-/* ROOT/cache/<sub>, made when missing. */
-static int open_cache_dir(struct cache_store *s, const char *sub, struct cb_error *err)
-{
-  const char *root = cache_store_root(s);
-  cleanup_close int rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  cleanup_close int cachefd = -1;
-  int fd;
-  if (rootfd < 0)
-    return cb_error_errno(err, errno, "open store \"%s\"", root);
-  cachefd = open_dir_at(rootfd, CACHE_DIR);
-  if (cachefd < 0)
-    return cb_error_errno(err, errno, "open \"%s/%s\"", root, CACHE_DIR);
-  if (sub == NULL) {
-    fd = cachefd;
-    cachefd = -1;
-    return fd;
-  }
-  fd = open_dir_at(cachefd, sub);
-  if (fd < 0)
-    return cb_error_errno(err, errno, "open \"%s/%s/%s\"", root, CACHE_DIR, sub);
-  return fd;
-}
-
 /* "sha256:<hex>" -> "<hex>", or NULL when it is not a digest. */
 static const char *key_hex(const char *key)
 {
@@ -91,7 +57,7 @@ static void remove_stale_temps(int dirfd)
 static int write_replace(struct cache_store *s, int dirfd, const char *what, const char *name,
                          const void *data, size_t n, struct cb_error *err)
 {
-  cleanup_close int cachefd = open_cache_dir(s, NULL, err);
+  int cachefd = cache_store_cache_dir(s, NULL, err);
   char tmp[64];
   uint64_t r = 0;
   int fd;
@@ -176,13 +142,13 @@ int cache_entry_put(struct cache_store *s, const char *key, const struct cache_e
 {
   const char *hex = key_hex(key);
   cleanup_free char *text = NULL;
-  cleanup_close int dirfd = -1;
+  int dirfd;
   if (hex == NULL)
     return cb_error_set(err, "write a cache entry: invalid key \"%s\"", key);
   text = cache_entry_to_json(key, e);
   if (text == NULL)
     return cb_error_set(err, "write a cache entry: the config is not JSON");
-  dirfd = open_cache_dir(s, "steps", err);
+  dirfd = cache_store_cache_dir(s, "steps", err);
   if (dirfd < 0)
     return -1;
   return write_replace(s, dirfd, "cache entry", hex, text, strlen(text), err);
@@ -235,13 +201,13 @@ int cache_entry_get(struct cache_store *s, const char *key, struct cache_entry *
 {
   const char *hex = key_hex(key);
   cleanup_strbuf struct strbuf text = STRBUF_INIT;
-  cleanup_close int dirfd = -1;
+  int dirfd;
   json_t *root;
   int r;
   memset(e, 0, sizeof(*e));
   if (hex == NULL)
     return 1;
-  dirfd = open_cache_dir(s, "steps", err);
+  dirfd = cache_store_cache_dir(s, "steps", err);
   if (dirfd < 0)
     return -1;
   r = read_whole(dirfd, hex, &text, err);
@@ -267,7 +233,7 @@ int cache_entry_get(struct cache_store *s, const char *key, struct cache_entry *
 void cache_steps_tidy(struct cache_store *s)
 {
   struct cb_error e;
-  cleanup_close int fd = open_cache_dir(s, NULL, &e);
+  int fd = cache_store_cache_dir(s, NULL, &e);
   if (fd >= 0)
     remove_stale_temps(fd);
 }
@@ -278,10 +244,10 @@ int cache_file_read(struct cache_store *s, const char *sub, const char *id, stru
                     struct cb_error *err)
 {
   const char *hex = key_hex(id);
-  cleanup_close int dirfd = -1;
+  int dirfd;
   if (hex == NULL)
     return 1;
-  dirfd = open_cache_dir(s, sub, err);
+  dirfd = cache_store_cache_dir(s, sub, err);
   if (dirfd < 0)
     return -1;
   return read_whole(dirfd, hex, out, err);
@@ -291,11 +257,11 @@ int cache_file_write(struct cache_store *s, const char *sub, const char *id, con
                      size_t n, struct cb_error *err)
 {
   const char *hex = key_hex(id);
-  cleanup_close int dirfd = -1;
+  int dirfd;
   if (hex == NULL)
     return cb_error_set(err, "write \"%s/%s/%s/%s\": invalid id", cache_store_root(s), CACHE_DIR,
                         sub, id);
-  dirfd = open_cache_dir(s, sub, err);
+  dirfd = cache_store_cache_dir(s, sub, err);
   if (dirfd < 0)
     return -1;
   return write_replace(s, dirfd, sub, hex, data, n, err);

@@ -28,6 +28,14 @@
 
 static const char *const temp_prefixes[] = { "blob-", "index-", "layout-" };
 
+/* cache/ and each of the cache's subdirectories: cache_store_cache_dir */
+#define STORE_KEPT_DIRS 8
+
+struct kept_dir {
+  char *sub; /* NULL: ROOT/cache itself */
+  int fd;
+};
+
 struct cache_store {
   char *root;
   int root_fd;
@@ -41,6 +49,10 @@ struct cache_store {
   struct committed_blob *committed;
   size_t n_committed, alloc_committed;
   pthread_mutex_t committed_lock;
+  /* ROOT/cache and its subdirectories, opened once (cache_store_cache_dir) */
+  struct kept_dir kept[STORE_KEPT_DIRS];
+  size_t n_kept;
+  pthread_mutex_t kept_lock;
 };
 
 struct committed_blob {
@@ -278,6 +290,7 @@ struct cache_store *cache_store_open(const char *root, struct cb_error *err)
   s->root_fd = s->blobs_fd = s->tmp_fd = -1;
   pthread_mutex_init(&s->remote_lock, NULL);
   pthread_mutex_init(&s->committed_lock, NULL);
+  pthread_mutex_init(&s->kept_lock, NULL);
   s->checked.open_unchecked = blob_source_open_unchecked;
   s->checked.corrupt = blob_source_corrupt;
   s->checked.verified = blob_source_verified;
@@ -334,6 +347,11 @@ void cache_store_close(struct cache_store *s)
   pthread_mutex_destroy(&s->remote_lock);
   pthread_mutex_destroy(&s->committed_lock);
   free(s->committed);
+  pthread_mutex_destroy(&s->kept_lock);
+  for (size_t i = 0; i < s->n_kept; i++) {
+    free(s->kept[i].sub);
+    close(s->kept[i].fd);
+  }
   if (s->root_fd >= 0)
     close(s->root_fd);
   if (s->blobs_fd >= 0)
@@ -345,6 +363,64 @@ void cache_store_close(struct cache_store *s)
 }
 
 const char *cache_store_root(const struct cache_store *s) { return s->root; }
+
+/* dir/name, a directory made 0700 when missing; -1 with errno. */
+static int open_private_dir(int dir, const char *name)
+{
+  int fd = openat(dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT) {
+    if (mkdirat(dir, name, 0700) < 0 && errno != EEXIST)
+      return -1;
+    fd = openat(dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  }
+  return fd;
+}
+
+/* Look sub up among the kept directories; -1 when not kept yet. */
+static int kept_find(struct cache_store *s, const char *sub)
+{
+  for (size_t i = 0; i < s->n_kept; i++)
+    if (sub == NULL ? s->kept[i].sub == NULL
+                    : s->kept[i].sub != NULL && strcmp(s->kept[i].sub, sub) == 0)
+      return s->kept[i].fd;
+  return -1;
+}
+
+int cache_store_cache_dir(struct cache_store *s, const char *sub, struct cb_error *err)
+{
+  int cachefd, fd;
+
+  pthread_mutex_lock(&s->kept_lock);
+  fd = kept_find(s, sub);
+  if (fd >= 0)
+    goto out;
+  cachefd = kept_find(s, NULL);
+  if (cachefd < 0) {
+    cachefd = open_private_dir(s->root_fd, "cache");
+    if (cachefd < 0) {
+      fd = cb_error_errno(err, errno, "open \"%s/cache\"", s->root);
+      goto out;
+    }
+    s->kept[s->n_kept++] = (struct kept_dir){ NULL, cachefd };
+  }
+  if (sub == NULL) {
+    fd = cachefd;
+    goto out;
+  }
+  fd = open_private_dir(cachefd, sub);
+  if (fd < 0) {
+    fd = cb_error_errno(err, errno, "open \"%s/cache/%s\"", s->root, sub);
+    goto out;
+  }
+  /* a fixed handful of names ("steps", "last", "stat", ...): beyond the
+   * table's room, the caller could only leak; that is a bug here */
+  if (s->n_kept == STORE_KEPT_DIRS)
+    cb_die("cache_store_cache_dir: more than %d directories", STORE_KEPT_DIRS - 1);
+  s->kept[s->n_kept++] = (struct kept_dir){ xstrdup(sub), fd };
+out:
+  pthread_mutex_unlock(&s->kept_lock);
+  return fd;
+}
 
 /* ---- blobs ---- */
 

@@ -42,8 +42,18 @@
  * process, to a walk that opens one component at a time with O_NOFOLLOW,
  * reads symlinks itself, and keeps a stack of directory fds so that ".."
  * pops a directory it came through instead of opening "..".
- * CBUILD_NO_OPENAT2=1 forces the walk, so that tests cover it.  Nothing
- * about a path is remembered from one lookup to the next.
+ * CBUILD_NO_OPENAT2=1 forces the walk, so that tests cover it.  The only
+ * thing remembered from one entry to the next is the directory fd of the
+ * last parent, used again only for an entry with the very same parent: an
+ * entry makes or removes one name inside its parent, never the parent
+ * itself or a directory above it, so that fd still is what the lookup
+ * would find.  Any other parent is looked up anew.
+ *
+ * Fewer system calls per entry (a base image's first unpacking is often
+ * hundreds of symlinks): the name is made first and looked at only when
+ * something is already there (EEXIST), and a chown that would change
+ * nothing (the entry's ids are ours, the parent is not set-group-id) is
+ * not made.
  *
  * What is an archive: a tar (ustar, pax, GNU) as is or compressed with
  * gzip, bzip2, xz or zstd, Docker's set, whose first header reads; an
@@ -432,6 +442,12 @@ struct extractor {
   struct strbuf link;       /* a hardlink target's clean name */
   struct dir_fixup *dirs;
   size_t n_dirs, alloc_dirs;
+  uid_t euid;               /* the owner of what is made here */
+  gid_t egid;
+  /* The last entry's parent directory (see the top). */
+  struct strbuf parent;
+  int parent_fd;            /* -1: none */
+  bool parent_setgid;       /* what is made there takes its group */
 };
 
 /* A name from the archive as messages show it: control characters, '"'
@@ -506,6 +522,14 @@ static int chown_error(struct extractor *x, struct archive_entry *e, int errnum,
   return -1;
 }
 
+/* Whether something just made in the current parent already has e's
+ * owner, so that a chown would change nothing. */
+static bool owner_is_ours(const struct extractor *x, struct archive_entry *e)
+{
+  return (uid_t)archive_entry_uid(e) == x->euid && (gid_t)archive_entry_gid(e) == x->egid &&
+         !x->parent_setgid;
+}
+
 /* The xattrs a layer keeps (oci_entry's); others are not applied. */
 static bool xattr_kept(const char *name)
 {
@@ -540,7 +564,7 @@ static int set_meta_at(struct extractor *x, struct archive_entry *e, int parentf
                        const char *name, bool chmod, struct cb_error *err)
 {
   struct timespec times[2];
-  if (x->keep_owners &&
+  if (x->keep_owners && !owner_is_ours(x, e) &&
       fchownat(parentfd, name, (uid_t)archive_entry_uid(e), (gid_t)archive_entry_gid(e),
                AT_SYMLINK_NOFOLLOW) < 0 &&
       chown_fatal(x, errno))
@@ -569,8 +593,15 @@ static int write_all_at(int fd, const char *p, size_t n, int64_t off)
   return 0;
 }
 
+/*
+ * The make_* functions below return MADE_TAKEN, with err untouched and
+ * nothing consumed, when the name is already there (EEXIST) and `taken`
+ * allows it: the caller clears the name and calls again.
+ */
+#define MADE_TAKEN 1
+
 static int make_file(struct extractor *x, struct archive_entry *e, int parentfd,
-                     const char *name, struct cb_error *err)
+                     const char *name, bool taken, struct cb_error *err)
 {
   cleanup_close int fd = -1;
   struct timespec times[2];
@@ -578,6 +609,8 @@ static int make_file(struct extractor *x, struct archive_entry *e, int parentfd,
   int r;
 
   fd = openat(parentfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0 && errno == EEXIST && taken)
+    return MADE_TAKEN;
   if (fd < 0)
     return entry_errno(x, err, errno, "create");
   for (;;) {
@@ -597,7 +630,7 @@ static int make_file(struct extractor *x, struct archive_entry *e, int parentfd,
   /* a sparse file's last hole */
   if (end < size && ftruncate(fd, (off_t)size) < 0)
     return entry_errno(x, err, errno, "write");
-  if (x->keep_owners &&
+  if (x->keep_owners && !owner_is_ours(x, e) &&
       fchown(fd, (uid_t)archive_entry_uid(e), (gid_t)archive_entry_gid(e)) < 0 &&
       chown_fatal(x, errno))
     return chown_error(x, e, errno, err);
@@ -616,18 +649,22 @@ static int make_file(struct extractor *x, struct archive_entry *e, int parentfd,
 }
 
 static int make_dir(struct extractor *x, struct archive_entry *e, int parentfd,
-                    const char *name, bool exists, struct cb_error *err)
+                    const char *name, bool exists, bool taken, struct cb_error *err)
 {
   cleanup_close int fd = -1;
   struct dir_fixup *f;
   size_t depth = 1;
 
-  if (!exists && mkdirat(parentfd, name, 0700) < 0)
+  if (!exists && mkdirat(parentfd, name, 0700) < 0) {
+    if (errno == EEXIST && taken)
+      return MADE_TAKEN;
     return entry_errno(x, err, errno, "mkdir");
+  }
   fd = openat(parentfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0)
     return entry_errno(x, err, errno, "open");
-  if (x->keep_owners &&
+  /* a directory merged into keeps its owner unless changed */
+  if (x->keep_owners && (exists || !owner_is_ours(x, e)) &&
       fchown(fd, (uid_t)archive_entry_uid(e), (gid_t)archive_entry_gid(e)) < 0 &&
       chown_fatal(x, errno))
     return chown_error(x, e, errno, err);
@@ -646,7 +683,7 @@ static int make_dir(struct extractor *x, struct archive_entry *e, int parentfd,
 }
 
 static int make_hardlink(struct extractor *x, const char *link, int parentfd,
-                         const char *name, struct cb_error *err)
+                         const char *name, bool taken, struct cb_error *err)
 {
   cleanup_close int tfd = -1;
   cleanup_free char *tparent = NULL;
@@ -669,6 +706,8 @@ static int make_hardlink(struct extractor *x, const char *link, int parentfd,
   }
   /* flags 0: a symlink named as the target is linked itself, not followed */
   if (linkat(tfd, tname, parentfd, name, 0) < 0) {
+    if (errno == EEXIST && taken)
+      return MADE_TAKEN;
     cleanup_free char *what = xasprintf("hardlink to \"%s\"", target);
     return entry_errno(x, err, errno, what);
   }
@@ -739,15 +778,95 @@ static int overlay_whiteout(struct extractor *x, int parentfd, const char *name,
   return 0;
 }
 
+/* Make entry e as parentfd/name; see MADE_TAKEN for `taken`. */
+static int make_entry(struct extractor *x, struct archive_entry *e, int parentfd,
+                      const char *name, bool exists, bool opaque, bool taken,
+                      struct cb_error *err)
+{
+  const char *hardlink = archive_entry_hardlink(e);
+  mode_t type = archive_entry_filetype(e);
+  int r;
+
+  if (hardlink != NULL)
+    return make_hardlink(x, hardlink, parentfd, name, taken, err);
+
+  switch (type) {
+  case AE_IFREG:
+    return make_file(x, e, parentfd, name, taken, err);
+  case AE_IFDIR:
+    r = make_dir(x, e, parentfd, name, exists, taken, err);
+    if (r != 0)
+      return r;
+    return opaque ? set_opaque_at(x, parentfd, name, err) : 0;
+  case AE_IFLNK: {
+    const char *target = archive_entry_symlink(e);
+    if (target == NULL || *target == '\0')
+      return entry_error(x, err, "symlink without a target");
+    if (symlinkat(target, parentfd, name) < 0) {
+      if (errno == EEXIST && taken)
+        return MADE_TAKEN;
+      return entry_errno(x, err, errno, "symlink");
+    }
+    return set_meta_at(x, e, parentfd, name, false, err);
+  }
+  case AE_IFIFO:
+    if (mknodat(parentfd, name, S_IFIFO | 0600, 0) < 0) {
+      if (errno == EEXIST && taken)
+        return MADE_TAKEN;
+      return entry_errno(x, err, errno, "mkfifo");
+    }
+    return set_meta_at(x, e, parentfd, name, true, err);
+  case AE_IFCHR:
+  case AE_IFBLK:
+    if (mknodat(parentfd, name, type | 0600, archive_entry_rdev(e)) < 0) {
+      if (errno == EEXIST && taken)
+        return MADE_TAKEN;
+      /* no CAP_MKNOD (rootless): skipped, as Docker skips them in a userns */
+      if (errno == EPERM)
+        return 0;
+      return entry_errno(x, err, errno, "mknod");
+    }
+    return set_meta_at(x, e, parentfd, name, true, err);
+  default:
+    return entry_error(x, err, "unsupported file type 0%o", (unsigned)type);
+  }
+}
+
+/* The parent directory of the entry, x->parent_fd: the last entry's when
+ * it is the same (see the top). */
+static int entry_parent(struct extractor *x, const char *parent, struct cb_error *err)
+{
+  struct stat st;
+  int fd;
+
+  if (x->parent_fd >= 0 && strcmp(x->parent.buf, parent) == 0)
+    return x->parent_fd;
+  if (x->parent_fd >= 0)
+    close(x->parent_fd);
+  x->parent_fd = -1;
+  fd = open_parent(x->rootfd, parent);
+  if (fd < 0 || fstat(fd, &st) < 0) {
+    cleanup_free char *what = xasprintf("open \"%s\"", parent);
+    int e = errno;
+    if (fd >= 0)
+      close(fd);
+    return entry_errno(x, err, e, what);
+  }
+  x->parent_fd = fd;
+  x->parent_setgid = (st.st_mode & S_ISGID) != 0;
+  strbuf_reset(&x->parent);
+  strbuf_addstr(&x->parent, parent);
+  return fd;
+}
+
 static int extract_entry(struct extractor *x, struct archive_entry *e, struct cb_error *err)
 {
-  cleanup_close int parentfd = -1;
   cleanup_free char *parent = NULL;
-  const char *name, *hardlink = archive_entry_hardlink(e);
-  mode_t type = archive_entry_filetype(e);
-  bool is_dir = hardlink == NULL && type == AE_IFDIR;
+  const char *name;
+  bool is_dir = archive_entry_hardlink(e) == NULL && archive_entry_filetype(e) == AE_IFDIR;
   bool exists = false, opaque = false;
   struct stat st;
+  int parentfd, r;
 
   if (clean_path(x->entry, &x->path) < 0)
     return entry_error(x, err, "path leaves the destination");
@@ -758,60 +877,26 @@ static int extract_entry(struct extractor *x, struct archive_entry *e, struct cb
     return entry_error(x, err, "names the destination itself but is not a directory");
   }
   parent = split_parent(x->path.buf, &name);
-  parentfd = open_parent(x->rootfd, parent);
-  if (parentfd < 0) {
-    cleanup_free char *what = xasprintf("open \"%s\"", parent);
-    return entry_errno(x, err, errno, what);
-  }
+  parentfd = entry_parent(x, parent, err);
+  if (parentfd < 0)
+    return -1;
 
   if (x->overlay && cb_starts_with(name, WHITEOUT_PREFIX))
     return overlay_whiteout(x, parentfd, name, err);
 
-  if (fstatat(parentfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-    if (is_dir && S_ISDIR(st.st_mode))
-      exists = true; /* merged, as Docker merges directories */
-    else if (cb_remove_tree(parentfd, name) < 0)
-      return entry_errno(x, err, errno, "remove what was there");
-    /* a directory where this layer deleted one: it replaces it whole */
-    opaque = x->overlay && is_dir && is_overlay_whiteout(&st);
-  } else if (errno != ENOENT) {
+  r = make_entry(x, e, parentfd, name, false, false, true, err);
+  if (r != MADE_TAKEN)
+    return r;
+  /* Something is there already. */
+  if (fstatat(parentfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
     return entry_errno(x, err, errno, "stat");
-  }
-
-  if (hardlink != NULL)
-    return make_hardlink(x, hardlink, parentfd, name, err);
-
-  switch (type) {
-  case AE_IFREG:
-    return make_file(x, e, parentfd, name, err);
-  case AE_IFDIR:
-    if (make_dir(x, e, parentfd, name, exists, err) < 0)
-      return -1;
-    return opaque ? set_opaque_at(x, parentfd, name, err) : 0;
-  case AE_IFLNK: {
-    const char *target = archive_entry_symlink(e);
-    if (target == NULL || *target == '\0')
-      return entry_error(x, err, "symlink without a target");
-    if (symlinkat(target, parentfd, name) < 0)
-      return entry_errno(x, err, errno, "symlink");
-    return set_meta_at(x, e, parentfd, name, false, err);
-  }
-  case AE_IFIFO:
-    if (mknodat(parentfd, name, S_IFIFO | 0600, 0) < 0)
-      return entry_errno(x, err, errno, "mkfifo");
-    return set_meta_at(x, e, parentfd, name, true, err);
-  case AE_IFCHR:
-  case AE_IFBLK:
-    if (mknodat(parentfd, name, type | 0600, archive_entry_rdev(e)) < 0) {
-      /* no CAP_MKNOD (rootless): skipped, as Docker skips them in a userns */
-      if (errno == EPERM)
-        return 0;
-      return entry_errno(x, err, errno, "mknod");
-    }
-    return set_meta_at(x, e, parentfd, name, true, err);
-  default:
-    return entry_error(x, err, "unsupported file type 0%o", (unsigned)type);
-  }
+  if (is_dir && S_ISDIR(st.st_mode))
+    exists = true; /* merged, as Docker merges directories */
+  else if (cb_remove_tree(parentfd, name) < 0)
+    return entry_errno(x, err, errno, "remove what was there");
+  /* a directory where this layer deleted one: it replaces it whole */
+  opaque = x->overlay && is_dir && is_overlay_whiteout(&st);
+  return make_entry(x, e, parentfd, name, exists, opaque, false, err);
 }
 
 static int fixup_cmp(const void *pa, const void *pb)
@@ -959,6 +1044,10 @@ static int extract_fd(struct extractor *x, int archive_fd, int dirfd, bool *not_
   x->archive_name = archive_name;
   strbuf_init(&x->path, 256);
   strbuf_init(&x->link, 256);
+  strbuf_init(&x->parent, 256);
+  x->parent_fd = -1;
+  x->euid = geteuid();
+  x->egid = getegid();
   x->a = archive_read_new();
   if (x->a == NULL)
     cb_die("out of memory");
@@ -977,6 +1066,9 @@ static int extract_fd(struct extractor *x, int archive_fd, int dirfd, bool *not_
   free(x->dirs);
   strbuf_release(&x->path);
   strbuf_release(&x->link);
+  strbuf_release(&x->parent);
+  if (x->parent_fd >= 0)
+    close(x->parent_fd);
   return r;
 }
 

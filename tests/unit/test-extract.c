@@ -640,6 +640,44 @@ static void test_symlink_write_through(void)
   fx_release(&f);
 }
 
+/* The last entry's parent is used again only for entries with that same
+ * parent: a parent replaced by a symlink in between is looked up anew,
+ * through the symlink and inside the destination. */
+static void test_parent_replaced(void)
+{
+  struct fx f;
+  struct cb_error err;
+  struct stat st;
+  bool na;
+  fx_init(&f);
+  cleanup_free char *tar = fx_archive(&f, "parent.tar");
+  const struct tent ents[] = {
+    { 'd', "t/", NULL, 0, 0, 0, 0, 0, NULL },
+    { 'd', "d/", NULL, 0, 0, 0, 0, 0, NULL },
+    { 'f', "d/x", "x\n", 0, 0, 0, 0, 0, NULL },
+    { 'l', "d", "t", 0, 0, 0, 0, 0, NULL },
+    { 'f', "d/y", "y\n", 0, 0, 0, 0, 0, NULL },
+    { 'f', "d/z", "z\n", 0, 0, 0, 0, 0, NULL },
+    { 'l', "d", "/", 0, 0, 0, 0, 0, NULL },
+    { 'f', "d/top", "top\n", 0, 0, 0, 0, 0, NULL },
+    { 'f', "d/y", "y again\n", 0, 0, 0, 0, 0, NULL },
+  };
+  write_tar(tar, TF_NONE, ents);
+  CHECK_INT(fx_extract(&f, tar, &na, &err), 0);
+  cleanup_free char *y = dest_file(&f, "t/y");
+  cleanup_free char *z = dest_file(&f, "t/z");
+  cleanup_free char *top = dest_file(&f, "top");
+  cleanup_free char *y2 = dest_file(&f, "y");
+  CHECK_STR(y, "y\n");
+  CHECK_STR(z, "z\n");
+  CHECK_STR(top, "top\n");
+  CHECK_STR(y2, "y again\n");
+  CHECK(!dest_exists(&f, "t/x"));
+  CHECK(dest_lstat(&f, "d", &st) && S_ISLNK(st.st_mode));
+  CHECK(outside_untouched(&f));
+  fx_release(&f);
+}
+
 /* An absolute symlink is kept as written, and means a path inside. */
 static void test_absolute_symlink_kept(void)
 {
@@ -1001,6 +1039,40 @@ static void test_owners(void)
   fx_release(&f);
 }
 
+/* A chown that would change nothing is skipped, but not in a set-group-id
+ * directory that was there before, whose group what is made there takes. */
+static void test_owners_setgid_parent(void)
+{
+  struct fx f;
+  struct stat st;
+  struct cb_error err;
+  bool na;
+  fx_init(&f);
+  if (geteuid() != 0) {
+    printf("# skipped: owners need root\n");
+    fx_release(&f);
+    return;
+  }
+  cleanup_free char *tar = fx_archive(&f, "setgid.tar");
+  cleanup_free char *g = in_dest(&f, "g");
+  const struct tent ents[] = {
+    { 'f', "g/f", "x", 0640, 0, 0, 0, 0, NULL },
+    { 'l', "g/l", "f", 0, 0, 0, 0, 0, NULL },
+    { 'd', "g/d/", NULL, 0750, 0, 0, 0, 0, NULL },
+    { 'f', "g/o", "x", 0640, 0, 0, 1234, 5678, NULL },
+  };
+  write_tar(tar, TF_NONE, ents);
+  if (mkdir(g, 0755) < 0 || chown(g, 0, 4321) < 0 || chmod(g, 02775) < 0)
+    cb_die("make %s: %s", g, strerror(errno));
+  CHECK_INT(fx_extract_opts(&f, tar, true, &na, &err), 0);
+  CHECK(dest_lstat(&f, "g/f", &st) && st.st_uid == 0 && st.st_gid == 0);
+  CHECK(dest_lstat(&f, "g/l", &st) && st.st_uid == 0 && st.st_gid == 0);
+  CHECK(dest_lstat(&f, "g/d", &st) && st.st_uid == 0 && st.st_gid == 0);
+  CHECK(dest_lstat(&f, "g/o", &st) && st.st_uid == 1234 && st.st_gid == 5678);
+  CHECK(dest_lstat(&f, "g", &st) && st.st_gid == 4321);
+  fx_release(&f);
+}
+
 static void test_xattrs_and_devices(void)
 {
   struct fx f;
@@ -1084,6 +1156,7 @@ static const struct unit_test confinement_tests[] = {
   { "dotdot", test_dotdot },
   { "symlink_write_through", test_symlink_write_through },
   { "absolute_symlink_kept", test_absolute_symlink_kept },
+  { "parent_replaced", test_parent_replaced },
   { "hardlink_outside", test_hardlink_outside },
   { "hardlink_through_symlink", test_hardlink_through_symlink },
   { "symlink_chains", test_symlink_chains },
@@ -1225,6 +1298,7 @@ static const struct unit_test tests[] = {
   { "existing_merged", test_existing_merged },
   { "dot_entries", test_dot_entries },
   { "owners", test_owners },
+  { "owners_setgid_parent", test_owners_setgid_parent },
   { "xattrs_and_devices", test_xattrs_and_devices },
   { "utf8_names", test_utf8_names },
   { "fallback_enosys", test_fallback_enosys },
