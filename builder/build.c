@@ -535,12 +535,27 @@ static const char *stage_label(const struct parser_dockerfile *df, size_t i, cha
   return buf;
 }
 
+void builder_netns_start(struct build_run *run)
+{
+  struct cb_error err;
+  pthread_mutex_lock(&run->net_lock);
+  /* a failure shows again, and is reported, in builder_netns */
+  if (run->netns == NULL && runner_netns_start(&run->netns, &err) < 0)
+    run->netns = NULL;
+  pthread_mutex_unlock(&run->net_lock);
+}
+
 int builder_netns(struct build_run *run, struct runner_netns **out, struct cb_error *err)
 {
   int rc = 0;
   pthread_mutex_lock(&run->net_lock);
   if (run->netns == NULL)
-    rc = runner_netns_new(&run->netns, err);
+    rc = runner_netns_start(&run->netns, err);
+  if (rc == 0 && runner_netns_wait(run->netns, err) < 0) {
+    runner_netns_free(run->netns);
+    run->netns = NULL;
+    rc = -1;
+  }
   *out = run->netns;
   pthread_mutex_unlock(&run->net_lock);
   return rc;
@@ -747,6 +762,7 @@ int builder_build(const struct builder_options *o, struct builder_plan *plan,
   run.stages = xcalloc(df->n_stages, sizeof(*run.stages));
   pthread_mutex_init(&run.stat_lock, NULL);
   pthread_mutex_init(&run.net_lock, NULL);
+  pthread_mutex_init(&run.spare_lock, NULL);
   cache_steps_tidy(store);
   if (context_open(&run.ctx, o->context, err) < 0)
     goto out;
@@ -755,6 +771,8 @@ int builder_build(const struct builder_options *o, struct builder_plan *plan,
 
   if (build_stages(&run, p, err) < 0)
     goto out;
+  /* no step runs any more: slirp4netns's exit overlaps what follows */
+  runner_netns_stop(run.netns);
   if (builder_stat_cache_save(&run, err) < 0)
     goto out;
 
@@ -829,6 +847,8 @@ out:
   pthread_mutex_destroy(&run.stat_lock);
   runner_netns_free(run.netns);
   pthread_mutex_destroy(&run.net_lock);
+  builder_step_dir_cleanup(&run);
+  pthread_mutex_destroy(&run.spare_lock);
   context_close(&run.ctx);
   return rc;
 }

@@ -135,6 +135,8 @@ struct build_run {
   struct build_sched *sched;           /* while stages are being built */
   struct runner_netns *netns;          /* RUN's default network, made once */
   pthread_mutex_t net_lock;
+  char *spare_step_dir;                /* a RUN's emptied upper/work, for the next */
+  pthread_mutex_t spare_lock;
 };
 
 /*
@@ -148,10 +150,15 @@ int builder_cache_import(struct build_run *run, struct cache_import **out, struc
 void builder_cache_import_end(struct build_run *run, struct cache_import *ci);
 int builder_cache_export(struct build_run *run, struct progress *p, struct cb_error *err);
 
-/* The build's network namespace for RUN, made on first use. */
+/* RUN's default network namespace, made at the first call; start it early
+ * (builder_netns_start) so that slirp4netns comes up meanwhile. */
+void builder_netns_start(struct build_run *run);
 int builder_netns(struct build_run *run, struct runner_netns **out, struct cb_error *err);
 
 struct progress;
+
+/* Remove the spare step directory a build's RUN steps may have left. */
+void builder_step_dir_cleanup(struct build_run *run);
 
 /* Run a RUN step in the sandbox; its output goes to progress step id. */
 int builder_run_step(struct build_run *run, int stage, const struct parser_step *step,

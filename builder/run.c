@@ -31,6 +31,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -840,6 +841,71 @@ static void run_env_with_secrets(const struct parser_step *step, const struct st
     strvec_push(env, sm->env.v[j]);
 }
 
+/*
+ * A step's directory (ROOT/tmp/run-*: upper/, work/, and what the step's
+ * mounts need) is removed after the step, unless the step left it as it
+ * found it: then the next RUN of the build takes it as is, which saves
+ * making and removing three directories per step.
+ */
+static char *step_dir_take(struct build_run *run)
+{
+  char *dir;
+  pthread_mutex_lock(&run->spare_lock);
+  dir = run->spare_step_dir;
+  run->spare_step_dir = NULL;
+  pthread_mutex_unlock(&run->spare_lock);
+  return dir;
+}
+
+/* Keep dir for the next step; false when one is kept already. */
+static bool step_dir_keep(struct build_run *run, char *dir)
+{
+  bool kept = false;
+  pthread_mutex_lock(&run->spare_lock);
+  if (run->spare_step_dir == NULL) {
+    run->spare_step_dir = dir;
+    kept = true;
+  }
+  pthread_mutex_unlock(&run->spare_lock);
+  return kept;
+}
+
+void builder_step_dir_cleanup(struct build_run *run)
+{
+  char *dir = step_dir_take(run);
+  if (dir)
+    cb_remove_tree(AT_FDCWD, dir);
+  free(dir);
+}
+
+/*
+ * Whether the upperdir upperfd is as it was made: no entry, no xattr, the
+ * mode and owner mkdir gave it (a step may chmod or chown "/", whose
+ * attributes the overlay keeps on the upperdir itself).  1 yes, 0 no, -1
+ * with errno.
+ */
+static int upper_untouched(int upperfd)
+{
+  char buf[1024] __attribute__((aligned(8)));
+  struct stat st;
+  ssize_t n;
+  if (fstat(upperfd, &st) < 0)
+    return -1;
+  if (st.st_mode != (S_IFDIR | 0755) || st.st_uid != geteuid() || st.st_gid != getegid())
+    return 0;
+  n = flistxattr(upperfd, buf, sizeof(buf));
+  if (n != 0)
+    return n < 0 && errno != ERANGE ? -1 : 0;
+  while ((n = getdents64(upperfd, buf, sizeof(buf))) > 0)
+    for (ssize_t off = 0; off < n;) {
+      struct dirent64 *d = (struct dirent64 *)(void *)(buf + off);
+      if (strcmp(d->d_name, ".") != 0 && strcmp(d->d_name, "..") != 0)
+        return 0;
+      off += d->d_reclen;
+    }
+  return n < 0 ? -1 : 1;
+}
+
 int builder_run_step(struct build_run *run, int stage, const struct parser_step *step,
                      struct progress *p, int progress_id, struct cb_error *err)
 {
@@ -858,22 +924,32 @@ int builder_run_step(struct build_run *run, int stage, const struct parser_step 
   cleanup_free char *work = NULL;
   cleanup_free char *script = NULL;
   const char **lowerv = NULL;
+  bool reusable = false;
   int ret = -1;
 
   memset(&res, 0, sizeof(res));
   memset(&sm, 0, sizeof(sm));
-  tmp = xasprintf("%s/tmp/run-XXXXXX", cache_store_root(run->store));
-  if (!mkdtemp(tmp)) {
-    int e = errno;
-    free(tmp);
-    tmp = NULL;
-    return cb_error_errno(err, e, "create the step's directories");
-  }
-  upper = xasprintf("%s/upper", tmp);
-  work = xasprintf("%s/work", tmp);
-  if (mkdir(upper, 0755) < 0 || mkdir(work, 0700) < 0) {
-    cb_error_errno(err, errno, "create \"%s\"", upper);
-    goto out;
+  /* slirp4netns starts while the snapshots and the rest are prepared */
+  if (run_network(run, step) == RUNNER_NET_DEFAULT)
+    builder_netns_start(run);
+  tmp = step_dir_take(run);
+  if (tmp) {
+    upper = xasprintf("%s/upper", tmp);
+    work = xasprintf("%s/work", tmp);
+  } else {
+    tmp = xasprintf("%s/tmp/run-XXXXXX", cache_store_root(run->store));
+    if (!mkdtemp(tmp)) {
+      int e = errno;
+      free(tmp);
+      tmp = NULL;
+      return cb_error_errno(err, e, "create the step's directories");
+    }
+    upper = xasprintf("%s/upper", tmp);
+    work = xasprintf("%s/work", tmp);
+    if (mkdir(upper, 0755) < 0 || mkdir(work, 0700) < 0) {
+      cb_error_errno(err, errno, "create \"%s\"", upper);
+      goto out;
+    }
   }
   /* The stage's layers, top first, as overlay lower directories. */
   if (snapshots(run, st->layers, st->n_layers, &st->config.diff_ids, &lowers, err) < 0)
@@ -945,6 +1021,14 @@ int builder_run_step(struct build_run *run, int stage, const struct parser_step 
       cb_error_errno(err, errno, "open \"%s\"", upper);
       goto out;
     }
+    /* nothing changed at all (RUN true, or what only reads): no layer, and
+     * the directory serves the next step */
+    if (upper_untouched(upperfd) == 1) {
+      oci_config_add_history(&st->config, run->created, step->text, true);
+      reusable = !script && sm.n == 0;
+      ret = 0;
+      goto out;
+    }
     fd = cache_blob_create(run->store, &blob, err);
     if (fd < 0)
       goto out;
@@ -974,6 +1058,8 @@ out:
     wipe(env.v[i], strlen(env.v[i]));
   strvec_clear(&env);
   step_mounts_release(&sm);
+  if (tmp && reusable && step_dir_keep(run, tmp))
+    tmp = NULL;
   if (tmp)
     cb_remove_tree(AT_FDCWD, tmp);
   return ret;

@@ -182,13 +182,31 @@ struct runner_netns {
   int fd;                  /* the namespace: open, it stays */
   struct runner_slirp slirp;
   char *tmpdir;            /* slirp4netns's log */
+  /* Until runner_netns_wait: the process holding the namespace for
+   * slirp4netns to join, and the pipe that lets it go. */
+  pid_t holder;
+  int holder_done;
 };
+
+/* Let the holder go and reap it. */
+static void holder_release(struct runner_netns *n)
+{
+  int status;
+  if (n->holder_done >= 0)
+    close(n->holder_done);
+  n->holder_done = -1;
+  if (n->holder > 0)
+    while (waitpid(n->holder, &status, 0) < 0 && errno == EINTR)
+      ;
+  n->holder = -1;
+}
 
 void runner_netns_free(struct runner_netns *n)
 {
   if (n == NULL)
     return;
   runner_slirp_stop(&n->slirp);
+  holder_release(n);
   if (n->fd >= 0)
     close(n->fd);
   if (n->tmpdir) {
@@ -196,6 +214,13 @@ void runner_netns_free(struct runner_netns *n)
     free(n->tmpdir);
   }
   free(n);
+}
+
+void runner_netns_stop(struct runner_netns *n)
+{
+  /* its exit takes a while (see runner_slirp_stop): it starts now */
+  if (n && n->slirp.pid > 0)
+    kill(n->slirp.pid, SIGKILL);
 }
 
 int runner_netns_fd(const struct runner_netns *n)
@@ -242,17 +267,18 @@ static pid_t holder_start(int *ready_r, int *done_w, struct cb_error *err)
   return pid;
 }
 
-int runner_netns_new(struct runner_netns **out, struct cb_error *err)
+int runner_netns_start(struct runner_netns **out, struct cb_error *err)
 {
   struct runner_netns *n = xcalloc(1, sizeof(*n));
   const char *base = getenv("TMPDIR");
-  int ready = -1, done = -1, status, rc = -1;
-  pid_t holder;
+  int ready = -1;
   char c = 0;
 
   n->fd = -1;
   n->slirp.pid = -1;
   n->slirp.ready_fd = n->slirp.exit_fd = -1;
+  n->holder = -1;
+  n->holder_done = -1;
   *out = NULL;
   if (runner_slirp_check(err) < 0)
     goto fail;
@@ -263,47 +289,58 @@ int runner_netns_new(struct runner_netns **out, struct cb_error *err)
     n->tmpdir = NULL;
     goto fail;
   }
-  holder = holder_start(&ready, &done, err);
-  if (holder < 0)
+  n->holder = holder_start(&ready, &n->holder_done, err);
+  if (n->holder < 0)
     goto fail;
   if (cb_read_retry(ready, &c, 1) != 1 || c != 'r') {
     cb_error_set(err, "create a network namespace for RUN: unshare(CLONE_NEWNET) failed");
-    goto out;
+    goto fail;
   }
   {
-    cleanup_free char *path = xasprintf("/proc/%ld/ns/net", (long)holder);
+    cleanup_free char *path = xasprintf("/proc/%ld/ns/net", (long)n->holder);
     n->fd = open(path, O_RDONLY | O_CLOEXEC);
     if (n->fd < 0) {
       cb_error_errno(err, errno, "open \"%s\"", path);
-      goto out;
+      goto fail;
     }
   }
-  if (runner_slirp_start(&n->slirp, holder, n->tmpdir, err) < 0)
-    goto out;
-  {
-    struct pollfd p = { .fd = n->slirp.ready_fd, .events = POLLIN };
-    int r;
-    while ((r = poll(&p, 1, RUNNER_SLIRP_TIMEOUT_MS)) < 0 && errno == EINTR)
-      ;
-    if (r == 0) {
-      cb_error_set(err, "slirp4netns did not configure the network within %d s",
-                   RUNNER_SLIRP_TIMEOUT_MS / 1000);
-      goto out;
-    }
-    if (runner_slirp_ready(&n->slirp, err) < 0)
-      goto out;
-  }
-  rc = 0;
-out:
+  if (runner_slirp_start(&n->slirp, n->holder, n->tmpdir, err) < 0)
+    goto fail;
   close(ready);
-  close(done);
-  while (waitpid(holder, &status, 0) < 0 && errno == EINTR)
-    ;
-  if (rc == 0) {
-    *out = n;
-    return 0;
-  }
+  *out = n;
+  return 0;
 fail:
+  if (ready >= 0)
+    close(ready);
   runner_netns_free(n);
   return -1;
+}
+
+int runner_netns_wait(struct runner_netns *n, struct cb_error *err)
+{
+  struct pollfd p = { .fd = n->slirp.ready_fd, .events = POLLIN };
+  int r;
+  if (n->holder < 0)
+    return 0; /* waited already */
+  while ((r = poll(&p, 1, RUNNER_SLIRP_TIMEOUT_MS)) < 0 && errno == EINTR)
+    ;
+  if (r == 0)
+    r = cb_error_set(err, "slirp4netns did not configure the network within %d s",
+                     RUNNER_SLIRP_TIMEOUT_MS / 1000);
+  else
+    r = runner_slirp_ready(&n->slirp, err);
+  holder_release(n);
+  return r < 0 ? -1 : 0;
+}
+
+int runner_netns_new(struct runner_netns **out, struct cb_error *err)
+{
+  if (runner_netns_start(out, err) < 0)
+    return -1;
+  if (runner_netns_wait(*out, err) < 0) {
+    runner_netns_free(*out);
+    *out = NULL;
+    return -1;
+  }
+  return 0;
 }

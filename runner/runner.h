@@ -88,6 +88,13 @@ struct runner_limits {
  */
 struct runner_netns;
 int runner_netns_new(struct runner_netns **out, struct cb_error *err);
+/* The same in two halves, so that slirp4netns comes up while the caller
+ * does something else: start, then wait (before the first step joins). */
+int runner_netns_start(struct runner_netns **out, struct cb_error *err);
+int runner_netns_wait(struct runner_netns *n, struct cb_error *err);
+/* Stop its slirp4netns when no step will join any more, without waiting:
+ * runner_netns_free reaps it later. */
+void runner_netns_stop(struct runner_netns *n);
 void runner_netns_free(struct runner_netns *n);
 
 struct runner_config {

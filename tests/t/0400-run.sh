@@ -162,6 +162,24 @@ check "the shell form runs under SHELL" grep -q "shell form under SHELL" "$TMP/e
 run_cbuild --root "$R" inspect env
 check "ARG values are not saved in the config" sh -c "! jq -e '.[0].Config.config.Env | map(startswith(\"A=\")) | any' '$TMP/out' >/dev/null"
 
+# A step that changes nothing hands its directory to the next one; one
+# that changes / itself (kept on the upperdir, not in a layer) does not
+build_run untouched 'FROM busybox
+RUN true
+RUN chmod 700 / && chown 65534:65534 / && echo "in: $(stat -c %a:%u /)"
+RUN true
+RUN echo "next: $(stat -c %a:%u /)"
+RUN echo kept >/kept
+RUN true
+RUN echo "last: $(cat /kept) $(stat -c %a:%u /)"'
+expect_rc "steps that change nothing, then /, then a file, build" 0
+check "the step that changed / saw it" grep -q "in: 700:65534" "$TMP/err"
+check "... and the next steps do not" grep -q "next: 755:0" "$TMP/err"
+check "a step after a reused directory sees the earlier layers" grep -q "last: kept 755:0" "$TMP/err"
+expect_eq "of the 7 steps only the one that wrote a file made a layer" \
+  "$("$CBUILD" inspect --root "$R" untouched | jq -c '[.[0].Config.history[-7:][] | .empty_layer == true]')" \
+  "[true,true,true,true,false,true,true]"
+
 # ---- failure ----
 build_run fails 'FROM busybox
 RUN echo "about to fail" && exit 3'
