@@ -206,6 +206,23 @@ static struct oci_layer_writer *new_writer(int fd, const struct oci_layer_option
 
 /* ---- digests ---- */
 
+/* Incremental, and reusable after final. */
+static void check_incremental(struct oci_hasher *h)
+{
+  char d[OCI_DIGEST_SIZE];
+  const char *msg = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+  oci_hasher_update(h, "a", 1);
+  oci_hasher_update(h, "", 0);
+  oci_hasher_update(h, "bc", 2);
+  oci_hasher_final(h, d);
+  CHECK_STR(d, "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  oci_hasher_final(h, d);
+  CHECK_STR(d, "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  oci_hasher_update(h, msg, strlen(msg));
+  oci_hasher_final(h, d);
+  CHECK_STR(d, "sha256:248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+}
+
 static void test_digest_known(void)
 {
   char d[OCI_DIGEST_SIZE];
@@ -214,19 +231,8 @@ static void test_digest_known(void)
   oci_digest_buf("abc", 3, d);
   CHECK_STR(d, "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 
-  /* Incremental, and reusable after final. */
   struct oci_hasher *h = oci_hasher_new();
-  oci_hasher_update(h, "a", 1);
-  oci_hasher_update(h, "", 0);
-  oci_hasher_update(h, "bc", 2);
-  oci_hasher_final(h, d);
-  CHECK_STR(d, "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-  oci_hasher_final(h, d);
-  CHECK_STR(d, "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-  const char *msg = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
-  oci_hasher_update(h, msg, strlen(msg));
-  oci_hasher_final(h, d);
-  CHECK_STR(d, "sha256:248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  check_incremental(h);
   oci_hasher_free(h);
   oci_hasher_free(NULL);
 }
@@ -241,14 +247,7 @@ static void test_digest_threaded(void)
   size_t n = (size_t)11 << 20;
   unsigned char *buf = xmalloc(n);
 
-  oci_hasher_update(h, "a", 1);
-  oci_hasher_update(h, "", 0);
-  oci_hasher_update(h, "bc", 2);
-  oci_hasher_final(h, d);
-  CHECK_STR(d, "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-  oci_hasher_final(h, d);
-  CHECK_STR(d, "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-
+  check_incremental(h);
   for (size_t i = 0; i < n; i++)
     buf[i] = (unsigned char)(i * 2654435761u >> 13);
   oci_hasher_update(plain, buf, n);
