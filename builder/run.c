@@ -879,10 +879,10 @@ void builder_step_dir_cleanup(struct build_run *run)
 }
 
 /*
- * Whether the upperdir upperfd is as it was made: no entry, no xattr, the
- * mode and owner mkdir gave it (a step may chmod or chown "/", whose
- * attributes the overlay keeps on the upperdir itself).  1 yes, 0 no, -1
- * with errno.
+ * Whether the upperdir upperfd is as it was made: no entry, the mode and
+ * owner mkdir gave it (a step may chmod or chown "/", whose attributes the
+ * overlay keeps on the upperdir itself), and no xattr but the one overlayfs
+ * puts there at mount, its uuid.  1 yes, 0 no, -1 with errno.
  */
 static int upper_untouched(int upperfd)
 {
@@ -894,8 +894,12 @@ static int upper_untouched(int upperfd)
   if (st.st_mode != (S_IFDIR | 0755) || st.st_uid != geteuid() || st.st_gid != getegid())
     return 0;
   n = flistxattr(upperfd, buf, sizeof(buf));
-  if (n != 0)
-    return n < 0 && errno != ERANGE ? -1 : 0;
+  if (n < 0)
+    return errno == ERANGE ? 0 : -1;
+  for (ssize_t off = 0; off < n; off += (ssize_t)strlen(buf + off) + 1)
+    if (strcmp(buf + off, "trusted.overlay.uuid") != 0 &&
+        strcmp(buf + off, "user.overlay.uuid") != 0)
+      return 0;
   while ((n = getdents64(upperfd, buf, sizeof(buf))) > 0)
     for (ssize_t off = 0; off < n;) {
       struct dirent64 *d = (struct dirent64 *)(void *)(buf + off);
