@@ -535,27 +535,12 @@ static const char *stage_label(const struct parser_dockerfile *df, size_t i, cha
   return buf;
 }
 
-void builder_netns_start(struct build_run *run)
-{
-  struct cb_error err;
-  pthread_mutex_lock(&run->net_lock);
-  /* a failure shows again, and is reported, in builder_netns */
-  if (run->netns == NULL && runner_netns_start(&run->netns, &err) < 0)
-    run->netns = NULL;
-  pthread_mutex_unlock(&run->net_lock);
-}
-
 int builder_netns(struct build_run *run, struct runner_netns **out, struct cb_error *err)
 {
   int rc = 0;
   pthread_mutex_lock(&run->net_lock);
   if (run->netns == NULL)
     rc = runner_netns_start(&run->netns, err);
-  if (rc == 0 && runner_netns_wait(run->netns, err) < 0) {
-    runner_netns_free(run->netns);
-    run->netns = NULL;
-    rc = -1;
-  }
   *out = run->netns;
   pthread_mutex_unlock(&run->net_lock);
   return rc;
@@ -771,7 +756,8 @@ int builder_build(const struct builder_options *o, struct builder_plan *plan,
 
   if (build_stages(&run, p, err) < 0)
     goto out;
-  /* no step runs any more: slirp4netns's exit overlaps what follows */
+  /* No step runs any more, and the process exits after the build
+   * (builder_build is cli.c's, once): slirp4netns is not waited for. */
   runner_netns_stop(run.netns);
   if (builder_stat_cache_save(&run, err) < 0)
     goto out;

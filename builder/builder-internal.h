@@ -150,9 +150,8 @@ int builder_cache_import(struct build_run *run, struct cache_import **out, struc
 void builder_cache_import_end(struct build_run *run, struct cache_import *ci);
 int builder_cache_export(struct build_run *run, struct progress *p, struct cb_error *err);
 
-/* RUN's default network namespace, made at the first call; start it early
- * (builder_netns_start) so that slirp4netns comes up meanwhile. */
-void builder_netns_start(struct build_run *run);
+/* RUN's default network namespace, started at the first call (its
+ * slirp4netns comes up while the step is prepared; runner_run waits). */
 int builder_netns(struct build_run *run, struct runner_netns **out, struct cb_error *err);
 
 struct progress;

@@ -933,9 +933,11 @@ int builder_run_step(struct build_run *run, int stage, const struct parser_step 
 
   memset(&res, 0, sizeof(res));
   memset(&sm, 0, sizeof(sm));
+  memset(&rc, 0, sizeof(rc));
   /* slirp4netns starts while the snapshots and the rest are prepared */
-  if (run_network(run, step) == RUNNER_NET_DEFAULT)
-    builder_netns_start(run);
+  rc.network = run_network(run, step);
+  if (rc.network == RUNNER_NET_DEFAULT && builder_netns(run, &rc.netns, err) < 0)
+    return -1;
   tmp = step_dir_take(run);
   if (tmp) {
     upper = xasprintf("%s/upper", tmp);
@@ -963,7 +965,6 @@ int builder_run_step(struct build_run *run, int stage, const struct parser_step 
   if (mounts_prepare(run, stage, step, tmp, &sm, err) < 0)
     goto out;
 
-  memset(&rc, 0, sizeof(rc));
   lowerv = xcalloc(lowers.n + 1, sizeof(*lowerv));
   for (size_t i = 0; i < lowers.n; i++)
     lowerv[i] = lowers.v[i];
@@ -980,9 +981,6 @@ int builder_run_step(struct build_run *run, int stage, const struct parser_step 
   }
   rc.cwd = st->config.working_dir ? st->config.working_dir : "/";
   rc.user = st->config.user ? st->config.user : "";
-  rc.network = run_network(run, step);
-  if (rc.network == RUNNER_NET_DEFAULT && builder_netns(run, &rc.netns, err) < 0)
-    goto out;
   rc.insecure = step->security == PARSER_SECURITY_INSECURE;
   rc.limits = run->o->limits;
   rc.output = run_output;

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -186,6 +187,10 @@ struct runner_netns {
    * slirp4netns to join, and the pipe that lets it go. */
   pid_t holder;
   int holder_done;
+  bool stopped;            /* runner_netns_stop: its exit is not waited for */
+  pthread_mutex_t lock;    /* runner_netns_wait may be called by threads */
+  int state;               /* 0 started, 1 ready, -1 failed (failure) */
+  struct cb_error failure;
 };
 
 /* Let the holder go and reap it. */
@@ -205,8 +210,16 @@ void runner_netns_free(struct runner_netns *n)
 {
   if (n == NULL)
     return;
+  /* stopped by a caller about to exit: reaped now if it is done, else by
+   * init after us (its exit, a mount namespace of its own to take down,
+   * takes ~15 ms here) */
+  if (n->stopped && n->slirp.pid > 0) {
+    (void)waitpid(n->slirp.pid, NULL, WNOHANG);
+    n->slirp.pid = -1;
+  }
   runner_slirp_stop(&n->slirp);
   holder_release(n);
+  pthread_mutex_destroy(&n->lock);
   if (n->fd >= 0)
     close(n->fd);
   if (n->tmpdir) {
@@ -218,8 +231,15 @@ void runner_netns_free(struct runner_netns *n)
 
 void runner_netns_stop(struct runner_netns *n)
 {
-  /* its exit takes a while (see runner_slirp_stop): it starts now */
-  if (n && n->slirp.pid > 0)
+  if (n == NULL || n->stopped)
+    return;
+  n->stopped = true;
+  /* The last reference to the namespace: the kernel takes it down, tap0
+   * with it, in a worker of its own, rather than in slirp4netns's exit. */
+  if (n->fd >= 0)
+    close(n->fd);
+  n->fd = -1;
+  if (n->slirp.pid > 0)
     kill(n->slirp.pid, SIGKILL);
 }
 
@@ -279,6 +299,7 @@ int runner_netns_start(struct runner_netns **out, struct cb_error *err)
   n->slirp.ready_fd = n->slirp.exit_fd = -1;
   n->holder = -1;
   n->holder_done = -1;
+  pthread_mutex_init(&n->lock, NULL);
   *out = NULL;
   if (runner_slirp_check(err) < 0)
     goto fail;
@@ -320,17 +341,24 @@ int runner_netns_wait(struct runner_netns *n, struct cb_error *err)
 {
   struct pollfd p = { .fd = n->slirp.ready_fd, .events = POLLIN };
   int r;
-  if (n->holder < 0)
-    return 0; /* waited already */
-  while ((r = poll(&p, 1, RUNNER_SLIRP_TIMEOUT_MS)) < 0 && errno == EINTR)
-    ;
-  if (r == 0)
-    r = cb_error_set(err, "slirp4netns did not configure the network within %d s",
-                     RUNNER_SLIRP_TIMEOUT_MS / 1000);
-  else
-    r = runner_slirp_ready(&n->slirp, err);
-  holder_release(n);
-  return r < 0 ? -1 : 0;
+  pthread_mutex_lock(&n->lock);
+  if (n->state == 0) {
+    while ((r = poll(&p, 1, RUNNER_SLIRP_TIMEOUT_MS)) < 0 && errno == EINTR)
+      ;
+    if (r == 0)
+      r = cb_error_set(&n->failure, "slirp4netns did not configure the network within %d s",
+                       RUNNER_SLIRP_TIMEOUT_MS / 1000);
+    else
+      r = runner_slirp_ready(&n->slirp, &n->failure);
+    holder_release(n);
+    n->state = r < 0 ? -1 : 1;
+  }
+  /* a failure stays: every later step gets it too */
+  r = n->state < 0 ? -1 : 0;
+  if (r < 0)
+    *err = n->failure;
+  pthread_mutex_unlock(&n->lock);
+  return r;
 }
 
 int runner_netns_new(struct runner_netns **out, struct cb_error *err)

@@ -518,6 +518,9 @@ int runner_run(const struct runner_config *c, struct runner_result *res, struct 
   st.s.msgfd = msg[1];
   st.s.gofd = go[0];
 
+  /* the shared namespace's slirp4netns came up meanwhile, usually */
+  if (st.s.netns_fd >= 0 && runner_netns_wait(c->netns, err) < 0)
+    goto out;
   if (spawn_sandbox(&st, c, err) < 0)
     goto out;
   close(out[1]);

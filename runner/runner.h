@@ -89,11 +89,15 @@ struct runner_limits {
 struct runner_netns;
 int runner_netns_new(struct runner_netns **out, struct cb_error *err);
 /* The same in two halves, so that slirp4netns comes up while the caller
- * does something else: start, then wait (before the first step joins). */
+ * does something else: start, then wait.  runner_run waits for the
+ * config's netns itself, just before the sandbox joins it (from any
+ * thread; a failure is given to every later wait as well). */
 int runner_netns_start(struct runner_netns **out, struct cb_error *err);
 int runner_netns_wait(struct runner_netns *n, struct cb_error *err);
-/* Stop its slirp4netns when no step will join any more, without waiting:
- * runner_netns_free reaps it later. */
+/* For a caller about to exit, once no step will join any more: let the
+ * namespace go and kill its slirp4netns, whose exit runner_netns_free then
+ * does not wait for (the kernel finishes it; init reaps it if we are gone
+ * first). */
 void runner_netns_stop(struct runner_netns *n);
 void runner_netns_free(struct runner_netns *n);
 
