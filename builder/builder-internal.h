@@ -19,8 +19,6 @@ int builder_cmd_usage(const char *cmd, const char *text);
 /* The store for --root (or its default), created when missing. */
 struct cache_store *builder_cmd_store(const char *root_flag, struct cb_error *err);
 
-/* A client of registry/repository with the registry flags of reg (the
- * credentials given, else looked up as oci.h says). */
 /* The registry flags that build and the registry commands share, as
  * getopt_long codes of their own (above every command's), in one table. */
 enum {
@@ -36,6 +34,8 @@ enum {
  * those; false when it is not. */
 bool builder_registry_option(struct builder_registry *r, int opt, const char *arg);
 
+/* A client of registry/repository with the registry flags of reg (the
+ * credentials given, else looked up as oci.h says). */
 struct oci_registry *builder_registry_client(const struct builder_registry *reg,
                                              const char *registry, const char *repository,
                                              const struct oci_credentials *creds,

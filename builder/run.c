@@ -928,7 +928,7 @@ int builder_run_step(struct build_run *run, int stage, const struct parser_step 
   cleanup_free char *work = NULL;
   cleanup_free char *script = NULL;
   const char **lowerv = NULL;
-  bool reusable = false;
+  bool fresh, reusable = false;
   int ret = -1;
 
   memset(&res, 0, sizeof(res));
@@ -939,10 +939,8 @@ int builder_run_step(struct build_run *run, int stage, const struct parser_step 
   if (rc.network == RUNNER_NET_DEFAULT && builder_netns(run, &rc.netns, err) < 0)
     return -1;
   tmp = step_dir_take(run);
-  if (tmp) {
-    upper = xasprintf("%s/upper", tmp);
-    work = xasprintf("%s/work", tmp);
-  } else {
+  fresh = tmp == NULL;
+  if (fresh) {
     tmp = xasprintf("%s/tmp/run-XXXXXX", cache_store_root(run->store));
     if (!mkdtemp(tmp)) {
       int e = errno;
@@ -950,12 +948,12 @@ int builder_run_step(struct build_run *run, int stage, const struct parser_step 
       tmp = NULL;
       return cb_error_errno(err, e, "create the step's directories");
     }
-    upper = xasprintf("%s/upper", tmp);
-    work = xasprintf("%s/work", tmp);
-    if (mkdir(upper, 0755) < 0 || mkdir(work, 0700) < 0) {
-      cb_error_errno(err, errno, "create \"%s\"", upper);
-      goto out;
-    }
+  }
+  upper = xasprintf("%s/upper", tmp);
+  work = xasprintf("%s/work", tmp);
+  if (fresh && (mkdir(upper, 0755) < 0 || mkdir(work, 0700) < 0)) {
+    cb_error_errno(err, errno, "create \"%s\"", upper);
+    goto out;
   }
   /* The stage's layers, top first, as overlay lower directories. */
   if (snapshots(run, st->layers, st->n_layers, &st->config.diff_ids, &lowers, err) < 0)

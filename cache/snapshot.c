@@ -73,14 +73,9 @@ static int fsync_retry(int fd)
  * through a symlink. */
 static int open_dir(int parent, const char *name, mode_t mode, bool create)
 {
-  int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0 && errno == ENOENT && create) {
-    if (mkdirat(parent, name, mode) < 0 && errno != EEXIST)
-      return -1;
-    fsync_retry(parent);
-    fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  }
-  return fd;
+  if (create)
+    return cb_open_dir_made(parent, name, mode);
+  return openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 }
 
 /* Whether snapshots/<key> is there: 1 yes, 0 no, -1 error (err set). */

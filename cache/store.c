@@ -364,18 +364,6 @@ void cache_store_close(struct cache_store *s)
 
 const char *cache_store_root(const struct cache_store *s) { return s->root; }
 
-/* dir/name, a directory made 0700 when missing; -1 with errno. */
-static int open_private_dir(int dir, const char *name)
-{
-  int fd = openat(dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0 && errno == ENOENT) {
-    if (mkdirat(dir, name, 0700) < 0 && errno != EEXIST)
-      return -1;
-    fd = openat(dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  }
-  return fd;
-}
-
 /* Look sub up among the kept directories; -1 when not kept yet. */
 static int kept_find(struct cache_store *s, const char *sub)
 {
@@ -396,7 +384,7 @@ int cache_store_cache_dir(struct cache_store *s, const char *sub, struct cb_erro
     goto out;
   cachefd = kept_find(s, NULL);
   if (cachefd < 0) {
-    cachefd = open_private_dir(s->root_fd, "cache");
+    cachefd = cb_open_dir_made(s->root_fd, "cache", 0700);
     if (cachefd < 0) {
       fd = cb_error_errno(err, errno, "open \"%s/cache\"", s->root);
       goto out;
@@ -407,7 +395,7 @@ int cache_store_cache_dir(struct cache_store *s, const char *sub, struct cb_erro
     fd = cachefd;
     goto out;
   }
-  fd = open_private_dir(cachefd, sub);
+  fd = cb_open_dir_made(cachefd, sub, 0700);
   if (fd < 0) {
     fd = cb_error_errno(err, errno, "open \"%s/cache/%s\"", s->root, sub);
     goto out;

@@ -181,6 +181,10 @@ int cb_cpu_count(void);
 /* mkdir -p: path and the directories above it, each made with mode when
  * missing; -1 with err naming the component that could not be made. */
 int cb_mkdir_p(const char *path, mode_t mode, struct cb_error *err);
+/* The directory name in parent, never through a symlink; made with mode
+ * when missing, and then parent fsynced so that the new entry survives a
+ * crash.  -1 with errno. */
+int cb_open_dir_made(int parent, const char *name, mode_t mode);
 
 /* Remove name (relative to dirfd) and, for a directory, all it holds,
  * never following symlinks.  -1 with errno on the first failure. */

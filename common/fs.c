@@ -163,6 +163,19 @@ int cb_list_dir(int dirfd, const char *name, struct strvec *out)
   return 0;
 }
 
+int cb_open_dir_made(int parent, const char *name, mode_t mode)
+{
+  int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT) {
+    if (mkdirat(parent, name, mode) < 0 && errno != EEXIST)
+      return -1;
+    while (fsync(parent) < 0 && errno == EINTR)
+      ;
+    fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  }
+  return fd;
+}
+
 int cb_mkdir_p(const char *path, mode_t mode, struct cb_error *err)
 {
   cleanup_free char *p = xstrdup(path);

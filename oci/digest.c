@@ -89,6 +89,15 @@ static void *hasher_thread_run(void *data)
   return NULL;
 }
 
+static void hasher_thread_free(struct hasher_thread *t)
+{
+  pthread_mutex_destroy(&t->mu);
+  pthread_cond_destroy(&t->more);
+  pthread_cond_destroy(&t->space);
+  free(t->ring);
+  free(t);
+}
+
 struct oci_hasher *oci_hasher_new_threaded(void)
 {
   struct oci_hasher *h = oci_hasher_new();
@@ -101,11 +110,7 @@ struct oci_hasher *oci_hasher_new_threaded(void)
   if (pthread_create(&t->id, NULL, hasher_thread_run, h) != 0) {
     /* no thread: the caller hashes, as with oci_hasher_new() */
     h->thread = NULL;
-    pthread_mutex_destroy(&t->mu);
-    pthread_cond_destroy(&t->more);
-    pthread_cond_destroy(&t->space);
-    free(t->ring);
-    free(t);
+    hasher_thread_free(t);
   }
   return h;
 }
@@ -183,11 +188,7 @@ void oci_hasher_free(struct oci_hasher *h)
     pthread_cond_signal(&t->more);
     pthread_mutex_unlock(&t->mu);
     pthread_join(t->id, NULL);
-    pthread_mutex_destroy(&t->mu);
-    pthread_cond_destroy(&t->more);
-    pthread_cond_destroy(&t->space);
-    free(t->ring);
-    free(t);
+    hasher_thread_free(t);
   }
   EVP_MD_CTX_free(h->ctx);
   free(h);

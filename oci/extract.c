@@ -600,6 +600,16 @@ static int write_all_at(int fd, const char *p, size_t n, int64_t off)
  */
 #define MADE_TAKEN 1
 
+/* Making the entry (what) failed with errno e: MADE_TAKEN for a name
+ * already there when `taken` allows it, else the entry's error. */
+static int make_failed(struct extractor *x, int e, bool taken, const char *what,
+                       struct cb_error *err)
+{
+  if (e == EEXIST && taken)
+    return MADE_TAKEN;
+  return entry_errno(x, err, e, what);
+}
+
 static int make_file(struct extractor *x, struct archive_entry *e, int parentfd,
                      const char *name, bool taken, struct cb_error *err)
 {
@@ -609,10 +619,8 @@ static int make_file(struct extractor *x, struct archive_entry *e, int parentfd,
   int r;
 
   fd = openat(parentfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0 && errno == EEXIST && taken)
-    return MADE_TAKEN;
   if (fd < 0)
-    return entry_errno(x, err, errno, "create");
+    return make_failed(x, errno, taken, "create", err);
   for (;;) {
     const void *buf;
     size_t n;
@@ -655,11 +663,8 @@ static int make_dir(struct extractor *x, struct archive_entry *e, int parentfd,
   struct dir_fixup *f;
   size_t depth = 1;
 
-  if (!exists && mkdirat(parentfd, name, 0700) < 0) {
-    if (errno == EEXIST && taken)
-      return MADE_TAKEN;
-    return entry_errno(x, err, errno, "mkdir");
-  }
+  if (!exists && mkdirat(parentfd, name, 0700) < 0)
+    return make_failed(x, errno, taken, "mkdir", err);
   fd = openat(parentfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0)
     return entry_errno(x, err, errno, "open");
@@ -706,10 +711,9 @@ static int make_hardlink(struct extractor *x, const char *link, int parentfd,
   }
   /* flags 0: a symlink named as the target is linked itself, not followed */
   if (linkat(tfd, tname, parentfd, name, 0) < 0) {
-    if (errno == EEXIST && taken)
-      return MADE_TAKEN;
+    int e = errno;
     cleanup_free char *what = xasprintf("hardlink to \"%s\"", target);
-    return entry_errno(x, err, errno, what);
+    return make_failed(x, e, taken, what, err);
   }
   return 0;
 }
@@ -802,29 +806,21 @@ static int make_entry(struct extractor *x, struct archive_entry *e, int parentfd
     const char *target = archive_entry_symlink(e);
     if (target == NULL || *target == '\0')
       return entry_error(x, err, "symlink without a target");
-    if (symlinkat(target, parentfd, name) < 0) {
-      if (errno == EEXIST && taken)
-        return MADE_TAKEN;
-      return entry_errno(x, err, errno, "symlink");
-    }
+    if (symlinkat(target, parentfd, name) < 0)
+      return make_failed(x, errno, taken, "symlink", err);
     return set_meta_at(x, e, parentfd, name, false, err);
   }
   case AE_IFIFO:
-    if (mknodat(parentfd, name, S_IFIFO | 0600, 0) < 0) {
-      if (errno == EEXIST && taken)
-        return MADE_TAKEN;
-      return entry_errno(x, err, errno, "mkfifo");
-    }
+    if (mknodat(parentfd, name, S_IFIFO | 0600, 0) < 0)
+      return make_failed(x, errno, taken, "mkfifo", err);
     return set_meta_at(x, e, parentfd, name, true, err);
   case AE_IFCHR:
   case AE_IFBLK:
     if (mknodat(parentfd, name, type | 0600, archive_entry_rdev(e)) < 0) {
-      if (errno == EEXIST && taken)
-        return MADE_TAKEN;
       /* no CAP_MKNOD (rootless): skipped, as Docker skips them in a userns */
       if (errno == EPERM)
         return 0;
-      return entry_errno(x, err, errno, "mknod");
+      return make_failed(x, errno, taken, "mknod", err);
     }
     return set_meta_at(x, e, parentfd, name, true, err);
   default:

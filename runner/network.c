@@ -360,15 +360,3 @@ int runner_netns_wait(struct runner_netns *n, struct cb_error *err)
   pthread_mutex_unlock(&n->lock);
   return r;
 }
-
-int runner_netns_new(struct runner_netns **out, struct cb_error *err)
-{
-  if (runner_netns_start(out, err) < 0)
-    return -1;
-  if (runner_netns_wait(*out, err) < 0) {
-    runner_netns_free(*out);
-    *out = NULL;
-    return -1;
-  }
-  return 0;
-}

@@ -87,11 +87,10 @@ struct runner_limits {
  * with it.  Only for a caller that is root (of a user namespace or not).
  */
 struct runner_netns;
-int runner_netns_new(struct runner_netns **out, struct cb_error *err);
-/* The same in two halves, so that slirp4netns comes up while the caller
- * does something else: start, then wait.  runner_run waits for the
- * config's netns itself, just before the sandbox joins it (from any
- * thread; a failure is given to every later wait as well). */
+/* Made in two halves, so that slirp4netns comes up while the caller does
+ * something else: start, then wait.  runner_run waits for the config's
+ * netns itself, just before the sandbox joins it (from any thread; a
+ * failure is given to every later wait as well). */
 int runner_netns_start(struct runner_netns **out, struct cb_error *err);
 int runner_netns_wait(struct runner_netns *n, struct cb_error *err);
 /* For a caller about to exit, once no step will join any more: let the
