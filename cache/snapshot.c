@@ -11,12 +11,12 @@
  *
  * A snapshot is made in ROOT/tmp, synced (one syncfs(), not a fsync per
  * file) and renamed into snapshots/ when complete: a directory there is
- * always whole, and a crash leaves at worst a directory in tmp/.  Before
- * anything is unpacked the blob is checked against its digest (a bad one
- * is removed, so that it reads as missing) and its decompressed stream
- * against the diff_id, in a pass of its own: libarchive does not hand out
- * the decompressed bytes while it reads the tar.  The blob's fd is the
- * same for both passes, and blobs are never rewritten in place.
+ * always whole, and a crash leaves at worst a directory in tmp/.  The
+ * blob is read once: it is unpacked while it is hashed, and its
+ * decompressed stream too, and the attempt is thrown away unless both
+ * digests are what the image says (the unpacking is confined to the
+ * attempt's directory whatever the blob holds).  A blob that does not
+ * match its digest is removed, so that it reads as missing.
  *
  * Concurrent cbuild processes asking for one snapshot: the first takes
  * <key>.lock and makes it; the others wait on that lock only (no store-
@@ -221,33 +221,27 @@ static int make_attempt_dir(struct snapshot_ctx *c, char *name, size_t size,
   return cb_error_set(err, "create a directory in \"%s/tmp\": no free name", c->root);
 }
 
-/* Check the blob and its diff_id; returns the blob's fd at offset 0. */
-static int open_checked_blob(struct snapshot_ctx *c, const char *diff_id, struct cb_error *err)
+/* Unpack the blob on blob_fd into dir_fd, checking it against its digest
+ * and diff_id on the way; the caller removes dir_fd on failure. */
+static int unpack_checked(struct snapshot_ctx *c, int blob_fd, int dir_fd, const char *diff_id,
+                          bool userxattr, struct cb_error *err)
 {
-  char got[OCI_DIGEST_SIZE];
-  int64_t size;
-  int fd;
+  char digest[OCI_DIGEST_SIZE], got[OCI_DIGEST_SIZE];
+  int r = oci_layer_unpack_overlay(blob_fd, dir_fd, userxattr, digest, got, err);
 
-  if (cache_blob_verify(c->s, c->digest, err) < 0)
-    return -1;
-  fd = cache_blob_open(c->s, c->digest, &size, err);
-  if (fd < 0)
-    return -1;
-  if (oci_layer_diff_id(fd, got, err) < 0) {
-    close(fd);
-    return -1;
+  if (r < 0 || strcmp(digest, c->digest) != 0) {
+    /* A blob that does not match its digest is named as such, and
+     * removed (so that it reads as missing): whatever else failed. */
+    if (cache_blob_verify(c->s, c->digest, err) < 0)
+      return -1;
+    if (r < 0)
+      return -1;
+    return cb_error_set(err, "blob %s changed while it was read", c->digest);
   }
-  if (strcmp(got, diff_id) != 0) {
-    close(fd);
+  if (strcmp(got, diff_id) != 0)
     return cb_error_set(err, "its uncompressed content hashes to %s, not to its diff_id %s",
                         got, diff_id);
-  }
-  if (lseek(fd, 0, SEEK_SET) < 0) {
-    int e = errno;
-    close(fd);
-    return cb_error_errno(err, e, "read blob %s", c->digest);
-  }
-  return fd;
+  return 0;
 }
 
 /* Make snapshots/<key>; the caller holds its lock. */
@@ -256,10 +250,11 @@ static int make_snapshot(struct snapshot_ctx *c, const char *diff_id, bool userx
 {
   char name[sizeof(TEMP_PREFIX) + KEY_SIZE + TEMP_RANDOM_LEN + 2] = "";
   cleanup_close int blob_fd = -1, dir_fd = -1;
+  int64_t size;
   int r = -1;
 
   remove_crashed_attempts(c);
-  blob_fd = open_checked_blob(c, diff_id, err);
+  blob_fd = cache_blob_open(c->s, c->digest, &size, err);
   if (blob_fd < 0)
     return -1;
   if (make_attempt_dir(c, name, sizeof(name), err) < 0)
@@ -269,7 +264,7 @@ static int make_snapshot(struct snapshot_ctx *c, const char *diff_id, bool userx
     cb_error_errno(err, errno, "open \"%s/tmp/%s\"", c->root, name);
     goto out;
   }
-  if (oci_layer_unpack_overlay(blob_fd, dir_fd, userxattr, err) < 0)
+  if (unpack_checked(c, blob_fd, dir_fd, diff_id, userxattr, err) < 0)
     goto out;
   if (fchmod(dir_fd, SNAPSHOT_ROOT_MODE) < 0 || syncfs(dir_fd) < 0) {
     cb_error_errno(err, errno, "sync \"%s/tmp/%s\"", c->root, name);

@@ -986,19 +986,160 @@ static bool support_filters(struct archive *a)
          archive_read_support_filter_zstd(a) >= ARCHIVE_WARN;
 }
 
-static int extract_all(struct extractor *x, int archive_fd, bool *not_archive,
-                       struct cb_error *err)
+/*
+ * A layer read once (oci_layer_unpack_overlay(), oci_layer_diff_id()): the
+ * file's bytes are hashed into the blob digest as they are read; an outer
+ * reader with libarchive's "raw" format decompresses them (libarchive
+ * hands out decompressed data only through a format: "raw" takes the
+ * whole stream as one entry), and what it gives is hashed into the diff_id
+ * as the tar reader, if any, takes it.  Once the tar's end is read the
+ * rest of both streams is hashed too (the padding after the end blocks,
+ * anything after the compressed stream): the digests cover every byte.
+ */
+struct layer_stream {
+  int fd;
+  const char *name;        /* for messages */
+  struct archive *raw;
+  struct oci_hasher *blob; /* of the file as read */
+  struct oci_hasher *diff; /* of its decompressed stream */
+  char *buf;               /* EXTRACT_READ_BLOCK, the file's bytes */
+};
+
+static la_ssize_t layer_stream_read_file(struct archive *a, void *data, const void **out)
+{
+  struct layer_stream *ls = data;
+  ssize_t n;
+  do
+    n = read(ls->fd, ls->buf, EXTRACT_READ_BLOCK);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    archive_set_error(a, errno, "%s", strerror(errno));
+    return -1;
+  }
+  oci_hasher_update(ls->blob, ls->buf, (size_t)n);
+  *out = ls->buf;
+  return n;
+}
+
+/* The raw reader's error as one phrase (a truncated gzip stream fails
+ * without a word). */
+static const char *layer_stream_why(struct layer_stream *ls)
+{
+  const char *why = archive_error_string(ls->raw);
+  return why ? why : "the stream is truncated or damaged";
+}
+
+static int layer_stream_error(struct layer_stream *ls, struct cb_error *err)
+{
+  int code = archive_errno(ls->raw);
+  cb_error_set(err, "read layer \"%s\": %s", ls->name, layer_stream_why(ls));
+  err->code = code > 0 ? code : 0;
+  return -1;
+}
+
+static int layer_stream_open(struct layer_stream *ls, int fd, const char *name,
+                             struct cb_error *err)
 {
   struct archive_entry *e;
   int r;
 
+  memset(ls, 0, sizeof(*ls));
+  ls->fd = fd;
+  ls->name = name;
+  ls->raw = archive_read_new();
+  if (ls->raw == NULL)
+    cb_die("out of memory");
+  ls->blob = oci_hasher_new();
+  ls->diff = oci_hasher_new();
+  ls->buf = xmalloc(EXTRACT_READ_BLOCK);
+  if (archive_read_support_format_raw(ls->raw) != ARCHIVE_OK || !support_filters(ls->raw))
+    return cb_error_set(err, "read layer \"%s\": %s", name, archive_error_string(ls->raw));
+  r = archive_read_open(ls->raw, ls, NULL, layer_stream_read_file, NULL);
+  if (r >= ARCHIVE_WARN)
+    r = archive_read_next_header(ls->raw, &e);
+  return r < ARCHIVE_WARN ? layer_stream_error(ls, err) : 0;
+}
+
+/* The next decompressed bytes, hashed: their length, 0 at the end, -1 on
+ * an error (the raw reader has it). */
+static la_ssize_t layer_stream_next(struct layer_stream *ls, const void **out)
+{
+  size_t n;
+  la_int64_t offset;
+  int r = archive_read_data_block(ls->raw, out, &n, &offset);
+  if (r == ARCHIVE_EOF)
+    return 0;
+  if (r != ARCHIVE_OK) /* even a warning here means bytes missing */
+    return -1;
+  oci_hasher_update(ls->diff, *out, n);
+  return (la_ssize_t)n;
+}
+
+/* The tar reader's read callback. */
+static la_ssize_t layer_stream_read_tar(struct archive *a, void *data, const void **out)
+{
+  struct layer_stream *ls = data;
+  la_ssize_t n = layer_stream_next(ls, out);
+  if (n < 0) {
+    int code = archive_errno(ls->raw);
+    archive_set_error(a, code > 0 ? code : EXTRACT_ERRNO_MISC, "%s", layer_stream_why(ls));
+  }
+  return n;
+}
+
+/* Hash what is left of both streams and give both digests. */
+static int layer_stream_finish(struct layer_stream *ls, char digest[OCI_DIGEST_SIZE],
+                               char diff_id[OCI_DIGEST_SIZE], struct cb_error *err)
+{
+  const void *p;
+  la_ssize_t n;
+  while ((n = layer_stream_next(ls, &p)) > 0)
+    ;
+  if (n < 0)
+    return layer_stream_error(ls, err);
+  while ((n = layer_stream_read_file(ls->raw, ls, &p)) > 0)
+    ;
+  if (n < 0)
+    return layer_stream_error(ls, err);
+  if (digest != NULL)
+    oci_hasher_final(ls->blob, digest);
+  oci_hasher_final(ls->diff, diff_id);
+  return 0;
+}
+
+static void layer_stream_close(struct layer_stream *ls)
+{
+  if (ls->raw != NULL)
+    archive_read_free(ls->raw);
+  if (ls->blob != NULL)
+    oci_hasher_free(ls->blob);
+  if (ls->diff != NULL)
+    oci_hasher_free(ls->diff);
+  free(ls->buf);
+}
+
+/* Open x->a on archive_fd (any of Docker's compressions), or on the
+ * decompressed stream of layer (a tar, no filter of its own). */
+static int extract_open(struct extractor *x, int archive_fd, struct layer_stream *layer)
+{
+  if (layer != NULL)
+    return archive_read_support_format_tar(x->a) != ARCHIVE_OK
+               ? ARCHIVE_FATAL
+               : archive_read_open(x->a, layer, NULL, layer_stream_read_tar, NULL);
   if (archive_read_support_format_tar(x->a) != ARCHIVE_OK || !support_filters(x->a))
-    return cb_error_set(err, "extract \"%s\": %s", x->archive_name,
-                        archive_error_string(x->a));
+    return ARCHIVE_FATAL;
+  return archive_read_open_fd(x->a, archive_fd, EXTRACT_READ_BLOCK);
+}
+
+static int extract_all(struct extractor *x, int archive_fd, struct layer_stream *layer,
+                       bool *not_archive, struct cb_error *err)
+{
+  struct archive_entry *e;
+  int r;
 
   /* It is an archive when its first header reads (an empty tar's end
    * counts); nothing is written before that. */
-  r = archive_read_open_fd(x->a, archive_fd, EXTRACT_READ_BLOCK);
+  r = extract_open(x, archive_fd, layer);
   if (r >= ARCHIVE_WARN)
     r = archive_read_next_header(x->a, &e);
   if (r < ARCHIVE_WARN) {
@@ -1027,9 +1168,10 @@ static int extract_all(struct extractor *x, int archive_fd, bool *not_archive,
   return fix_dirs(x, err);
 }
 
-/* Run x (its flags set) on archive_fd; the rest of x is set up here. */
-static int extract_fd(struct extractor *x, int archive_fd, int dirfd, bool *not_archive,
-                      struct cb_error *err)
+/* Run x (its flags set) on archive_fd, or on layer when not NULL (opened
+ * on archive_fd); the rest of x is set up here. */
+static int extract_fd(struct extractor *x, int archive_fd, struct layer_stream *layer,
+                      int dirfd, bool *not_archive, struct cb_error *err)
 {
   cleanup_free char *archive_name = archive_display_name(archive_fd);
   locale_t loc, old;
@@ -1052,7 +1194,7 @@ static int extract_fd(struct extractor *x, int archive_fd, int dirfd, bool *not_
     r = cb_error_errno(err, errno, "extract \"%s\": create the C locale", archive_name);
   } else {
     old = uselocale(loc);
-    r = extract_all(x, archive_fd, not_archive, err);
+    r = extract_all(x, archive_fd, layer, not_archive, err);
     uselocale(old);
     freelocale(loc);
   }
@@ -1074,70 +1216,40 @@ int oci_archive_extract(int archive_fd, int dirfd, bool keep_owners, bool *not_a
   struct extractor x;
   memset(&x, 0, sizeof(x));
   x.keep_owners = keep_owners;
-  return extract_fd(&x, archive_fd, dirfd, not_archive, err);
+  return extract_fd(&x, archive_fd, NULL, dirfd, not_archive, err);
 }
 
-int oci_layer_unpack_overlay(int layer_fd, int dirfd, bool userxattr, struct cb_error *err)
+int oci_layer_unpack_overlay(int layer_fd, int dirfd, bool userxattr,
+                             char digest[OCI_DIGEST_SIZE], char diff_id[OCI_DIGEST_SIZE],
+                             struct cb_error *err)
 {
+  cleanup_free char *name = archive_display_name(layer_fd);
+  struct layer_stream ls;
   struct extractor x;
   bool not_archive;
+  int r;
+
   memset(&x, 0, sizeof(x));
   x.keep_owners = true;
   x.overlay = true;
   x.userxattr = userxattr;
   x.lax_owners = geteuid() != 0;
-  return extract_fd(&x, layer_fd, dirfd, &not_archive, err);
+  r = layer_stream_open(&ls, layer_fd, name, err);
+  if (r == 0)
+    r = extract_fd(&x, layer_fd, &ls, dirfd, &not_archive, err);
+  if (r == 0)
+    r = layer_stream_finish(&ls, digest, diff_id, err);
+  layer_stream_close(&ls);
+  return r;
 }
 
-/*
- * libarchive hands out decompressed data only through a format: "raw"
- * takes the whole stream as one entry, so reading it gives every byte the
- * tar reader would see, the padding after the end blocks included.
- */
 int oci_layer_diff_id(int layer_fd, char out[OCI_DIGEST_SIZE], struct cb_error *err)
 {
   cleanup_free char *name = archive_display_name(layer_fd);
-  cleanup_free char *buf = xmalloc(EXTRACT_READ_BLOCK);
-  struct archive *a = archive_read_new();
-  struct archive_entry *e;
-  struct oci_hasher *h;
-  int r;
-
-  if (a == NULL)
-    cb_die("out of memory");
-  if (archive_read_support_format_raw(a) != ARCHIVE_OK || !support_filters(a)) {
-    cb_error_set(err, "read layer \"%s\": %s", name, archive_error_string(a));
-    archive_read_free(a);
-    return -1;
-  }
-  h = oci_hasher_new();
-  r = archive_read_open_fd(a, layer_fd, EXTRACT_READ_BLOCK);
-  if (r >= ARCHIVE_WARN)
-    r = archive_read_next_header(a, &e);
-  while (r >= ARCHIVE_WARN && r != ARCHIVE_EOF) {
-    la_ssize_t n = archive_read_data(a, buf, EXTRACT_READ_BLOCK);
-    if (n < 0) {
-      r = ARCHIVE_FATAL; /* even a warning here means bytes missing */
-      break;
-    }
-    if (n == 0)
-      r = ARCHIVE_EOF;
-    else
-      oci_hasher_update(h, buf, (size_t)n);
-  }
-  if (r < ARCHIVE_WARN) {
-    int code = archive_errno(a);
-    const char *why = archive_error_string(a);
-    /* a truncated gzip stream fails without a word */
-    cb_error_set(err, "read layer \"%s\": %s", name,
-                 why ? why : "the stream is truncated or damaged");
-    err->code = code > 0 ? code : 0;
-    oci_hasher_free(h);
-    archive_read_free(a);
-    return -1;
-  }
-  oci_hasher_final(h, out);
-  oci_hasher_free(h);
-  archive_read_free(a);
-  return 0;
+  struct layer_stream ls;
+  int r = layer_stream_open(&ls, layer_fd, name, err);
+  if (r == 0)
+    r = layer_stream_finish(&ls, NULL, out, err);
+  layer_stream_close(&ls);
+  return r;
 }

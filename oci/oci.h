@@ -231,8 +231,14 @@ int oci_archive_extract(int archive_fd, int dirfd, bool keep_owners, bool *not_a
  * Owners are kept (when not root, a chown refused with EPERM leaves the
  * caller's ids).  dirfd should be empty: a whiteout hides what lower
  * layers have, not what this layer itself holds.
+ * The file is read once, from its current offset to its end: `digest` gets
+ * the digest of every byte read and `diff_id` that of the decompressed
+ * stream, which the caller compares with what it expected (and empties
+ * dirfd when they differ).
  */
-int oci_layer_unpack_overlay(int layer_fd, int dirfd, bool userxattr, struct cb_error *err);
+int oci_layer_unpack_overlay(int layer_fd, int dirfd, bool userxattr,
+                             char digest[OCI_DIGEST_SIZE], char diff_id[OCI_DIGEST_SIZE],
+                             struct cb_error *err);
 
 /*
  * The diff_id of the layer on layer_fd, from its current offset: the

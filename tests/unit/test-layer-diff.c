@@ -707,7 +707,11 @@ static void test_round_trip(void)
   CHECK_INT(m.r, 0);
   int lfd = open(m.file, O_RDONLY | O_CLOEXEC);
   int sfd = open(snap, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  CHECK_INT(oci_layer_unpack_overlay(lfd, sfd, true, &err), 0);
+  char digest[OCI_DIGEST_SIZE], diff_id[OCI_DIGEST_SIZE];
+  CHECK_INT(oci_layer_unpack_overlay(lfd, sfd, true, digest, diff_id, &err), 0);
+  /* one read gives both digests, as the layer writer had them */
+  CHECK_STR(digest, m.info.digest);
+  CHECK_STR(diff_id, m.info.diff_id);
   close(lfd);
   close(sfd);
   cleanup_free char *gone = at(snap, "gone");

@@ -568,37 +568,46 @@ static void test_hostile_fallback(void)
   CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
-/* A blob that does not match its digest is refused, and removed. */
+/* A blob that does not match its digest is refused, and removed: one
+ * whose tar still reads (uncompressed), and one that no longer decompresses
+ * (the blob is unpacked while it is hashed). */
 static void test_corrupt_blob(void)
 {
   static const struct tent ents[] = { { 'f', "f", "original content\n", 0, 0, 0, NULL } };
-  struct fx f;
-  struct layer l;
-  struct cb_error err;
-  char *p = NULL;
-  fx_init(&f);
-  PUT_LAYER(f.s, ents, OCI_COMPRESSION_NONE, &l);
-  {
-    cleanup_free char *blob = xasprintf("%s/blobs/sha256/%s", f.root, l.digest + 7);
-    int fd = open(blob, O_WRONLY | O_CLOEXEC);
-    /* one byte changed, the size kept */
-    CHECK(fd >= 0 && pwrite(fd, "X", 1, 600) == 1);
-    close(fd);
+  static const enum oci_compression cs[] = { OCI_COMPRESSION_NONE, OCI_COMPRESSION_GZIP };
+  for (size_t i = 0; i < CB_ARRAY_SIZE(cs); i++) {
+    struct fx f;
+    struct layer l;
+    struct cb_error err;
+    struct stat st;
+    char *p = NULL;
+    fx_init(&f);
+    PUT_LAYER(f.s, ents, cs[i], &l);
+    {
+      cleanup_free char *blob = xasprintf("%s/blobs/sha256/%s", f.root, l.digest + 7);
+      int fd = open(blob, O_RDWR | O_CLOEXEC);
+      char c = 0;
+      /* one byte changed in the middle, the size kept */
+      CHECK(fd >= 0 && fstat(fd, &st) == 0 && pread(fd, &c, 1, st.st_size / 2) == 1);
+      c = (char)~c;
+      CHECK(pwrite(fd, &c, 1, st.st_size / 2) == 1);
+      close(fd);
+    }
+    CHECK_INT(get(&f, &l, NULL, true, &p, &err), -1);
+    cleanup_free char *want = xasprintf("snapshot of layer %s: blob %s is corrupt", l.digest,
+                                        l.digest);
+    CHECK(cb_starts_with(err.msg, want));
+    CHECK(!cache_blob_exists(f.s, l.digest));
+    CHECK(store_clean(&f, ""));
+    /* and a missing one */
+    CHECK_INT(get(&f, &l, NULL, true, &p, &err), -1);
+    CHECK_CONTAINS(err.msg, "is not in store");
+    fx_release(&f);
   }
-  CHECK_INT(get(&f, &l, NULL, true, &p, &err), -1);
-  cleanup_free char *want = xasprintf("snapshot of layer %s: blob %s is corrupt", l.digest,
-                                      l.digest);
-  CHECK(cb_starts_with(err.msg, want));
-  CHECK(!cache_blob_exists(f.s, l.digest));
-  CHECK(store_clean(&f, ""));
-  /* and a missing one */
-  CHECK_INT(get(&f, &l, NULL, true, &p, &err), -1);
-  CHECK_CONTAINS(err.msg, "is not in store");
-  fx_release(&f);
 }
 
-/* A blob whose content is not the diff_id it is asked for: refused before
- * anything is unpacked. */
+/* A blob whose content is not the diff_id it is asked for: refused, and
+ * nothing of what was unpacked is left. */
 static void test_wrong_diff_id(void)
 {
   static const struct tent ents[] = { { 'f', "f", "x\n", 0, 0, 0, NULL } };
