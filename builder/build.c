@@ -318,12 +318,25 @@ static int cached_step(struct build_run *run, int stage, size_t index,
   cleanup_strbuf struct strbuf why = STRBUF_INIT;
   char parent[OCI_DIGEST_SIZE], key[OCI_DIGEST_SIZE];
   size_t layers_before = st->n_layers;
-  bool allowed = cache_allowed(run, stage);
+  bool allowed = cache_allowed(run, stage), files_later;
   int rc = -1, r;
 
   memcpy(parent, st->key, sizeof(parent));
-  if (step_inputs_collect(run, stage, step, &in, err) < 0)
+  if (step_inputs_collect(run, stage, step, parent, allowed, &in, err) < 0)
     goto out;
+  /* no entry can match: the key is known once the layer is written */
+  files_later = in.files_later;
+  if (files_later) {
+    if (run_step(run, stage, step, &in, p, id, err) < 0 || step_inputs_finish(run, &in, err) < 0)
+      goto out;
+    step_key(parent, &in, key);
+    if (builder_explain(run, stage, index, parent, &in, key, &why, err) < 0)
+      goto out;
+    if (allowed && (why.len || run->o->explain_cache))
+      progress_step_note(p, id, "cache miss: %s",
+                         why.len ? why.buf : "no cache entry for this step and parent");
+    goto record;
+  }
   step_key(parent, &in, key);
   if (builder_explain(run, stage, index, parent, &in, key, &why, err) < 0)
     goto out;
@@ -352,6 +365,7 @@ static int cached_step(struct build_run *run, int stage, size_t index,
   }
   if (run_step(run, stage, step, &in, p, id, err) < 0)
     goto out;
+record:
   memset(&e, 0, sizeof(e));
   if (st->n_layers > layers_before) {
     e.layer = st->layers[st->n_layers - 1];
@@ -360,7 +374,7 @@ static int cached_step(struct build_run *run, int stage, size_t index,
   e.config = oci_config_json(&st->config);
   r = cache_entry_put(run->store, key, &e, err);
   free(e.config);
-  if (r < 0)
+  if (r < 0 || (files_later && step_inputs_recorded(run, parent, &in, err) < 0))
     goto out;
   memcpy(st->key, key, sizeof(st->key));
   strvec_push(&st->keys, key);

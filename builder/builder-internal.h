@@ -183,6 +183,10 @@ int builder_copy_prepare(struct build_run *run, int stage, const struct parser_s
 int builder_copy_inputs(struct copy_prep *cp, struct cache_stat_cache *sc, struct strvec *files,
                         struct cb_error *err);
 int builder_copy_commit(struct copy_prep *cp, struct cb_error *err);
+/* Have commit take each file's content digest as it writes the layer, so
+ * that builder_copy_inputs() after it reads nothing again; false when the
+ * layer's files cannot give the key's lines (--chown by name). */
+bool builder_copy_hash_in_layer(struct copy_prep *cp);
 /* The same lines for what RUN --mount=type=bind shows of the context at
  * source, named below prefix. */
 int builder_bind_inputs(struct build_run *run, int stage, const struct parser_step *step,
@@ -198,6 +202,7 @@ struct step_inputs {
   char from_key[OCI_DIGEST_SIZE]; /* COPY --from=stage: that stage's key */
   struct strvec files;          /* COPY/ADD: builder_copy_inputs() */
   struct copy_prep *copy;       /* COPY/ADD: prepared, to commit on a miss */
+  bool files_later;             /* files left for step_inputs_finish() */
 };
 
 /* The key a stage's chain starts from: what ("image", "scratch") and its
@@ -205,8 +210,22 @@ struct step_inputs {
  * options. */
 void builder_key_base(struct build_run *run, const char *what, const char *id,
                       char out[OCI_DIGEST_SIZE]);
+/*
+ * A step's inputs, given its parent's key.  A COPY or ADD whose key cannot
+ * match any entry (`lookup` false, or no entry was ever recorded for this
+ * parent and instruction) leaves its files for step_inputs_finish(), after
+ * the layer is written: each file is hashed as the layer reads it, rather
+ * than read once more before.
+ */
 int step_inputs_collect(struct build_run *run, int stage, const struct parser_step *step,
-                        struct step_inputs *in, struct cb_error *err);
+                        const char *parent, bool lookup, struct step_inputs *in,
+                        struct cb_error *err);
+/* The files left for later (the step has run); a no-op when none were. */
+int step_inputs_finish(struct build_run *run, struct step_inputs *in, struct cb_error *err);
+/* Record that an entry now exists for this parent and instruction (after
+ * cache_entry_put()): later builds hash the files before their lookup. */
+int step_inputs_recorded(struct build_run *run, const char *parent,
+                         const struct step_inputs *in, struct cb_error *err);
 void step_inputs_release(struct step_inputs *in);
 void step_key(const char *parent, const struct step_inputs *in, char out[OCI_DIGEST_SIZE]);
 /*

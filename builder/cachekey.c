@@ -122,8 +122,62 @@ static int run_mount_inputs(struct build_run *run, int stage, const struct parse
   return 0;
 }
 
+/* ROOT/cache/seen/<id>: an entry was recorded for a COPY or ADD with this
+ * parent and instruction, whatever its files; id hashes the two. */
+#define SEEN_DIR "seen"
+
+static void seen_id(const char *parent, const struct step_inputs *in, char out[OCI_DIGEST_SIZE])
+{
+  struct oci_hasher *h = oci_hasher_new();
+  hash_field(h, "version", KEY_VERSION);
+  hash_field(h, "parent", parent);
+  hash_field(h, "instruction", in->instruction);
+  oci_hasher_final(h, out);
+  oci_hasher_free(h);
+}
+
+/* Whether no entry can match, or none will be looked up, so that files
+ * may be hashed as the layer is written (and not read twice). */
+static bool can_hash_in_layer(struct build_run *run, const char *parent, bool lookup,
+                              struct step_inputs *in)
+{
+  char id[OCI_DIGEST_SIZE];
+  cleanup_strbuf struct strbuf text = STRBUF_INIT;
+  struct cb_error ignored;
+  if (!builder_copy_hash_in_layer(in->copy))
+    return false;
+  if (!lookup)
+    return true;
+  seen_id(parent, in, id);
+  /* an error reading it: as if recorded (the files are hashed first) */
+  return cache_file_read(run->store, SEEN_DIR, id, &text, &ignored) == 1;
+}
+
+int step_inputs_finish(struct build_run *run, struct step_inputs *in, struct cb_error *err)
+{
+  int r;
+  if (!in->files_later)
+    return 0;
+  in->files_later = false;
+  pthread_mutex_lock(&run->stat_lock);
+  r = builder_copy_inputs(in->copy, stat_cache(run), &in->files, err);
+  pthread_mutex_unlock(&run->stat_lock);
+  return r;
+}
+
+int step_inputs_recorded(struct build_run *run, const char *parent,
+                         const struct step_inputs *in, struct cb_error *err)
+{
+  char id[OCI_DIGEST_SIZE];
+  if (in->copy == NULL)
+    return 0;
+  seen_id(parent, in, id);
+  return cache_file_write(run->store, SEEN_DIR, id, "", 0, err);
+}
+
 int step_inputs_collect(struct build_run *run, int stage, const struct parser_step *step,
-                        struct step_inputs *in, struct cb_error *err)
+                        const char *parent, bool lookup, struct step_inputs *in,
+                        struct cb_error *err)
 {
   int r;
   memset(in, 0, sizeof(*in));
@@ -157,6 +211,10 @@ int step_inputs_collect(struct build_run *run, int stage, const struct parser_st
   }
   if (builder_copy_prepare(run, stage, step, true, &in->copy, err) < 0)
     return -1;
+  if (can_hash_in_layer(run, parent, lookup, in)) {
+    in->files_later = true;
+    return 0;
+  }
   /* stages in parallel share the context's stat cache */
   pthread_mutex_lock(&run->stat_lock);
   r = builder_copy_inputs(in->copy, stat_cache(run), &in->files, err);

@@ -23,6 +23,9 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Hashing this much or more is worth threads of its own. */
+#define HASH_THREADS_MIN_BYTES ((int64_t)4 << 20)
+
 struct item {
   char *dest;      /* tar path: relative, no leading '/' */
   mode_t mode;
@@ -55,6 +58,11 @@ struct copy_op {
   int64_t now;
   struct item *items;
   size_t n, alloc;
+  /* builder_copy_hash_in_layer(): each item's content digest and stat,
+   * taken as write_layer() reads it ("" where it read nothing) */
+  struct oci_hasher *pass_hasher;
+  char (*pass_digests)[OCI_DIGEST_SIZE];
+  struct stat *pass_stats;
   struct strvec tmpdirs;     /* staging directories to remove */
   int *fds;                  /* fds on staging directories, closed at the end */
   size_t n_fds, fds_alloc;
@@ -105,6 +113,12 @@ static void items_free(struct copy_op *op)
   free(op->items);
   op->items = NULL;
   op->n = op->alloc = 0;
+  oci_hasher_free(op->pass_hasher);
+  op->pass_hasher = NULL;
+  free(op->pass_digests);
+  op->pass_digests = NULL;
+  free(op->pass_stats);
+  op->pass_stats = NULL;
 }
 
 /* "a/b" + "c" -> "a/b/c", with "." meaning the root on either side. */
@@ -813,9 +827,13 @@ static void read_xattrs(int fd, struct oci_xattr *xa, size_t *n, struct strbuf *
   }
 }
 
-static int write_item(struct copy_op *op, struct oci_layer_writer *w, const struct item *it,
+static void content_hash_start(struct oci_hasher *h, const struct oci_xattr *xa, size_t n_xa);
+
+static int write_item(struct copy_op *op, struct oci_layer_writer *w, size_t index,
                       struct cb_error *err)
 {
+  const struct item *it = &op->items[index];
+  struct oci_hasher *content = NULL;
   struct oci_entry e;
   struct oci_xattr xa[16];
   cleanup_strbuf struct strbuf xstore = STRBUF_INIT;
@@ -837,8 +855,19 @@ static int write_item(struct copy_op *op, struct oci_layer_writer *w, const stru
       return op_error(op, err, "open \"%s\": %s", it->src, strerror(errno));
     read_xattrs(fd, xa, &e.n_xattrs, &xstore);
     e.xattrs = xa;
+    if (op->pass_digests) {
+      if (fstat(fd, &op->pass_stats[index]) < 0)
+        return op_error(op, err, "stat \"%s\": %s", it->src, strerror(errno));
+      content = op->pass_hasher;
+      content_hash_start(content, xa, e.n_xattrs);
+    }
   }
-  return oci_layer_writer_add(w, &e, S_ISREG(it->mode) && !it->hardlink ? fd : -1, err);
+  if (oci_layer_writer_add_hashed(w, &e, S_ISREG(it->mode) && !it->hardlink ? fd : -1, content,
+                                  err) < 0)
+    return -1;
+  if (content)
+    oci_hasher_final_later(content, op->pass_digests[index]);
+  return 0;
 }
 
 static int write_layer(struct copy_op *op, struct cb_error *err)
@@ -853,8 +882,10 @@ static int write_layer(struct copy_op *op, struct cb_error *err)
   if (!w)
     goto fail;
   for (size_t i = 0; i < op->n; i++)
-    if (write_item(op, w, &op->items[i], err) < 0)
+    if (write_item(op, w, i, err) < 0)
       goto fail;
+  if (op->pass_hasher)
+    oci_hasher_wait(op->pass_hasher);
   if (oci_layer_writer_finish(w, &info, err) < 0)
     goto fail;
   oci_layer_writer_free(w);
@@ -1143,6 +1174,26 @@ out:
   return rc;
 }
 
+bool builder_copy_hash_in_layer(struct copy_prep *cp)
+{
+  struct copy_op *op = &cp->op;
+  /* with --chown names, the ids the key takes are not the layer's */
+  if (cp->chown_deferred)
+    return false;
+  if (op->pass_digests == NULL) {
+    int64_t bytes = 0;
+    for (size_t i = 0; i < op->n; i++)
+      bytes += op->items[i].size;
+    /* a thread of its own when there is much to hash: the layer's main
+     * loop is busy enough */
+    op->pass_hasher = bytes >= HASH_THREADS_MIN_BYTES ? oci_hasher_new_threaded()
+                                                      : oci_hasher_new();
+    op->pass_digests = xcalloc(op->n ? op->n : 1, sizeof(*op->pass_digests));
+    op->pass_stats = xcalloc(op->n ? op->n : 1, sizeof(*op->pass_stats));
+  }
+  return true;
+}
+
 int builder_copy_commit(struct copy_prep *cp, struct cb_error *err)
 {
   struct copy_op *op = &cp->op;
@@ -1220,7 +1271,20 @@ int builder_bind_inputs(struct build_run *run, int stage, const struct parser_st
   return rc;
 }
 
-/* sha256 over a file's kept xattrs and its content. */
+/* A content digest is sha256 over a file's kept xattrs, then its content
+ * (content_digest(), or the layer writer as it reads the file). */
+static void content_hash_start(struct oci_hasher *h, const struct oci_xattr *xa, size_t n_xa)
+{
+  for (size_t i = 0; i < n_xa; i++) {
+    char len[32];
+    snprintf(len, sizeof(len), "%zu:", xa[i].size);
+    oci_hasher_update(h, xa[i].name, strlen(xa[i].name) + 1);
+    oci_hasher_update(h, len, strlen(len));
+    oci_hasher_update(h, xa[i].value, xa[i].size);
+  }
+  oci_hasher_update(h, "\0content\0", 9);
+}
+
 static int content_digest(struct copy_op *op, const struct item *it, int fd,
                           char out[OCI_DIGEST_SIZE], struct cb_error *err)
 {
@@ -1231,14 +1295,7 @@ static int content_digest(struct copy_op *op, const struct item *it, int fd,
   char buf[65536];
   ssize_t n;
   read_xattrs(fd, xa, &n_xa, &xstore);
-  for (size_t i = 0; i < n_xa; i++) {
-    char len[32];
-    snprintf(len, sizeof(len), "%zu:", xa[i].size);
-    oci_hasher_update(h, xa[i].name, strlen(xa[i].name) + 1);
-    oci_hasher_update(h, len, strlen(len));
-    oci_hasher_update(h, xa[i].value, xa[i].size);
-  }
-  oci_hasher_update(h, "\0content\0", 9);
+  content_hash_start(h, xa, n_xa);
   if (S_ISREG(it->mode)) {
     while ((n = cb_read_retry(fd, buf, sizeof(buf))) > 0)
       oci_hasher_update(h, buf, (size_t)n);
@@ -1299,11 +1356,10 @@ static int item_content_read(struct copy_op *op, const struct item *it,
 
 /*
  * Reading a cold context is the longest part of a COPY's cache key:
- * files are read and hashed by one thread per CPU.  Each takes the next
- * file in order; the error reported is the first file's that failed, as
- * with one thread.
+ * files are read and hashed by one thread per CPU (from
+ * HASH_THREADS_MIN_BYTES on).  Each takes the next file in order; the
+ * error reported is the first file's that failed, as with one thread.
  */
-#define HASH_THREADS_MIN_BYTES ((int64_t)4 << 20)
 
 struct hash_work {
   struct copy_op *op;
@@ -1351,7 +1407,12 @@ static int hash_items(struct copy_op *op, struct cache_stat_cache *sc,
 
   memset(&w, 0, sizeof(w));
   for (size_t i = 0; i < op->n; i++)
-    if (!item_content_known(op, &op->items[i], sc, digests[i])) {
+    if (op->pass_digests && op->pass_digests[i][0]) {
+      /* read as the layer was written */
+      memcpy(digests[i], op->pass_digests[i], OCI_DIGEST_SIZE);
+      if (item_from_context(op, &op->items[i]))
+        cache_stat_record(sc, op->items[i].src, &op->pass_stats[i], digests[i]);
+    } else if (!item_content_known(op, &op->items[i], sc, digests[i])) {
       todo[w.n_todo++] = i;
       bytes += op->items[i].size;
     }

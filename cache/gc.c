@@ -446,8 +446,11 @@ int cache_prune(struct cache_store *s, const struct cache_prune_options *o,
   }
 
   if (o->all) {
-    /* what explains misses and the stat cache are cache too */
+    /* what explains misses, which steps were ever recorded (so that
+     * their files are hashed before the lookup) and the stat cache are
+     * cache too */
     empty_dir(root, "cache/last");
+    empty_dir(root, "cache/seen");
     empty_dir(root, "cache/stat");
     empty_dir(root, "mounts");
   }

@@ -23,18 +23,28 @@ struct oci_hasher {
  * A hasher with a thread of its own (oci_hasher_new_threaded): update()
  * copies the data into a ring and returns, and the thread hashes it while
  * the caller goes on (compressing, reading the next file).  final() waits
- * for the ring to drain.
+ * for the ring to drain.  final_later() leaves a mark in the stream: when
+ * the thread reaches it, it writes the digest of what came before and
+ * starts again, so that many small streams (one per file) cost the caller
+ * no wait each.
  */
 #define HASHER_RING_SIZE ((size_t)2 << 20)
 #define HASHER_PIECE ((size_t)256 << 10) /* hashed at once, then freed */
 
+struct hasher_mark {
+  uint64_t at; /* the stream's offset where the digest ends */
+  char *out;
+};
+
 struct hasher_thread {
   pthread_t id;
   pthread_mutex_t mu;
-  pthread_cond_t more;  /* data was added, or stop */
-  pthread_cond_t space; /* data was hashed */
+  pthread_cond_t more;  /* data or a mark was added, or stop */
+  pthread_cond_t space; /* data was hashed, or a mark written */
   unsigned char *ring;
   uint64_t added, hashed; /* bytes, since the start */
+  struct hasher_mark *marks; /* [first_mark, n_marks) are pending */
+  size_t first_mark, n_marks, alloc_marks;
   bool stop;
 };
 
@@ -61,6 +71,13 @@ static void hash_now(struct oci_hasher *h, const void *data, size_t n)
     cb_die("SHA-256 update failed");
 }
 
+static void final_now(struct oci_hasher *h, char out[OCI_DIGEST_SIZE]);
+
+static bool mark_pending(const struct hasher_thread *t)
+{
+  return t->first_mark < t->n_marks;
+}
+
 static void *hasher_thread_run(void *data)
 {
   struct oci_hasher *h = data;
@@ -68,12 +85,24 @@ static void *hasher_thread_run(void *data)
 
   pthread_mutex_lock(&t->mu);
   for (;;) {
-    while (!t->stop && t->hashed == t->added)
+    while (!t->stop && t->hashed == t->added && !mark_pending(t))
       pthread_cond_wait(&t->more, &t->mu);
     if (t->stop)
       break;
+    if (mark_pending(t) && t->marks[t->first_mark].at == t->hashed) {
+      char *out = t->marks[t->first_mark++].out;
+      if (!mark_pending(t))
+        t->first_mark = t->n_marks = 0;
+      pthread_mutex_unlock(&t->mu);
+      final_now(h, out);
+      pthread_mutex_lock(&t->mu);
+      pthread_cond_signal(&t->space);
+      continue;
+    }
     size_t at = (size_t)(t->hashed % HASHER_RING_SIZE);
     size_t n = (size_t)(t->added - t->hashed);
+    if (mark_pending(t) && t->marks[t->first_mark].at - t->hashed < n)
+      n = (size_t)(t->marks[t->first_mark].at - t->hashed);
     pthread_mutex_unlock(&t->mu);
     /* [hashed, added) is the thread's alone until hashed moves */
     if (n > HASHER_RING_SIZE - at)
@@ -95,6 +124,7 @@ static void hasher_thread_free(struct hasher_thread *t)
   pthread_cond_destroy(&t->more);
   pthread_cond_destroy(&t->space);
   free(t->ring);
+  free(t->marks);
   free(t);
 }
 
@@ -146,25 +176,46 @@ void oci_hasher_update(struct oci_hasher *h, const void *data, size_t n)
   }
 }
 
-/* Wait until the thread has hashed everything given to it. */
-static void hasher_drain(struct oci_hasher *h)
+void oci_hasher_wait(struct oci_hasher *h)
 {
   struct hasher_thread *t = h->thread;
   if (t == NULL)
     return;
   pthread_mutex_lock(&t->mu);
-  while (t->hashed != t->added)
+  while (t->hashed != t->added || mark_pending(t))
     pthread_cond_wait(&t->space, &t->mu);
   pthread_mutex_unlock(&t->mu);
 }
 
 void oci_hasher_final(struct oci_hasher *h, char out[OCI_DIGEST_SIZE])
 {
+  oci_hasher_wait(h);
+  final_now(h, out);
+}
+
+void oci_hasher_final_later(struct oci_hasher *h, char out[OCI_DIGEST_SIZE])
+{
+  struct hasher_thread *t = h->thread;
+  if (t == NULL) {
+    final_now(h, out);
+    return;
+  }
+  pthread_mutex_lock(&t->mu);
+  CB_GROW(t->marks, t->n_marks + 1, t->alloc_marks);
+  t->marks[t->n_marks].at = t->added;
+  t->marks[t->n_marks].out = out;
+  t->n_marks++;
+  pthread_cond_signal(&t->more);
+  pthread_mutex_unlock(&t->mu);
+}
+
+/* The digest of what was hashed so far, into out; then start again. */
+static void final_now(struct oci_hasher *h, char out[OCI_DIGEST_SIZE])
+{
   static const char hex[] = "0123456789abcdef";
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
 
-  hasher_drain(h);
   if (EVP_DigestFinal_ex(h->ctx, md, &len) != 1 || len != DIGEST_HEX_LEN / 2)
     cb_die("SHA-256 final failed");
   memcpy(out, DIGEST_PREFIX, DIGEST_PREFIX_LEN);

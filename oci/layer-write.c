@@ -673,6 +673,13 @@ static int write_data(struct oci_layer_writer *w, const char *path, const void *
 int oci_layer_writer_add(struct oci_layer_writer *w, const struct oci_entry *e, int content_fd,
                          struct cb_error *err)
 {
+  return oci_layer_writer_add_hashed(w, e, content_fd, NULL, err);
+}
+
+int oci_layer_writer_add_hashed(struct oci_layer_writer *w, const struct oci_entry *e,
+                                int content_fd, struct oci_hasher *content,
+                                struct cb_error *err)
+{
   if (write_header(w, e, err) < 0)
     return -1;
   if (e->hardlink != NULL || (e->mode & S_IFMT) != S_IFREG)
@@ -698,6 +705,8 @@ int oci_layer_writer_add(struct oci_layer_writer *w, const struct oci_entry *e, 
       return cb_error_set(err, "read \"%s\": file shrank while being read (%lld of %lld bytes)",
                           e->path, (long long)(e->size - left), (long long)e->size);
     }
+    if (content != NULL)
+      oci_hasher_update(content, w->read_buf, (size_t)n);
     if (write_data(w, e->path, w->read_buf, (size_t)n, err) < 0)
       return -1;
     left -= n;

@@ -119,6 +119,15 @@ struct oci_hasher *oci_hasher_new_threaded(void);
 void oci_hasher_update(struct oci_hasher *h, const void *data, size_t n);
 /* Write "sha256:<hex>" into out; the hasher can be reused after. */
 void oci_hasher_final(struct oci_hasher *h, char out[OCI_DIGEST_SIZE]);
+/* The same without waiting for a threaded hasher: out is written once the
+ * thread has hashed what came before (at once without a thread), and the
+ * next update() starts a new digest.  Read out only after
+ * oci_hasher_wait() or final(), and keep it until then (free() drops what
+ * the thread has not reached). */
+void oci_hasher_final_later(struct oci_hasher *h, char out[OCI_DIGEST_SIZE]);
+/* Wait until everything given to the hasher is hashed and every digest
+ * final_later() asked for is written. */
+void oci_hasher_wait(struct oci_hasher *h);
 void oci_hasher_free(struct oci_hasher *h);
 void oci_digest_buf(const void *data, size_t n, char out[OCI_DIGEST_SIZE]);
 /* Hash what is left to read on fd; *size gets the byte count. */
@@ -202,6 +211,11 @@ struct oci_layer_writer *oci_layer_writer_new(int fd, const struct oci_layer_opt
  */
 int oci_layer_writer_add(struct oci_layer_writer *w, const struct oci_entry *e, int content_fd,
                          struct cb_error *err);
+/* The same, also feeding each piece of the content read to `content` (a
+ * hasher the caller owns, which sees exactly what the layer holds). */
+int oci_layer_writer_add_hashed(struct oci_layer_writer *w, const struct oci_entry *e,
+                                int content_fd, struct oci_hasher *content,
+                                struct cb_error *err);
 /* The same with the content in memory (heredocs, generated files). */
 int oci_layer_writer_add_data(struct oci_layer_writer *w, const struct oci_entry *e,
                               const void *data, struct cb_error *err);

@@ -37,6 +37,15 @@ touch "$C"/src/*.c "$C/Dockerfile"
 build
 expect_eq "touch keeps the cache" "$(grep -c '^#[1-6] CACHED' "$TMP/err")" 6
 
+# The first build of the COPY could match no entry: its files were hashed
+# as its layer was written, not read before.  Read before a lookup now (no
+# stat cache), they give the same key.
+check "the first build recorded that the COPY was built on its parent" sh -c "ls '$R/cache/seen/' | grep -q ."
+rm -rf "$R/cache/stat"
+build
+expect_eq "files hashed while the layer was written give the key read files give" \
+  "$(grep -c '^#[1-6] CACHED' "$TMP/err")" 6
+
 echo changed >"$C/src/f2.c"
 build
 expect_rc "a build after a file changed runs" 0
@@ -147,11 +156,13 @@ expect_eq "a rebuild is all CACHED" "$(grep -c '^#[1-3] CACHED' "$TMP/err")" 3
 expect_eq "... with the same owners" "$(chown_owners)" "$first_owners"
 
 # A context big enough to be hashed by several threads: the key is the same
-# as one thread's (a hit without the stat cache), and each digest stays
-# with its own file (the miss names the one file changed, mid-list)
+# as the first build's, which hashed the files as it wrote the layer (a hit
+# without the stat cache), and each digest stays with its own file (the
+# miss names the one file changed, mid-list); a file's xattrs are keyed too
 B=$TMP/ctx-big
 mkdir -p "$B/d"
 for i in $(seq -w 1 48); do head -c 200000 /dev/urandom >"$B/d/f$i"; done
+setfattr -n user.cbuild-test -v one "$B/d/f07" 2>/dev/null || true
 printf 'FROM scratch\nCOPY d/ /d/\n' >"$B/Dockerfile"
 run_cbuild build --root "$R" -t big --progress plain "$B"
 expect_rc "a COPY of 48 files of 200 kB builds" 0
@@ -161,4 +172,22 @@ check "with no stat cache, every file hashed again gives the same key" grep -q "
 head -c 200000 /dev/urandom >"$B/d/f23"
 run_cbuild build --root "$R" -t big --progress plain "$B"
 check "the miss names the one file changed" grep -q "^#1 cache miss: 1 file changed: d/f23$" "$TMP/err"
+if getfattr -n user.cbuild-test "$B/d/f07" >/dev/null 2>&1; then
+  setfattr -n user.cbuild-test -v two "$B/d/f07"
+  run_cbuild build --root "$R" -t big --progress plain "$B"
+  check "a changed xattr misses, naming its file" grep -q "^#1 cache miss: 1 file changed: d/f07$" "$TMP/err"
+fi
+
+# ADD of a local archive, first built with --no-cache (no lookup: the files
+# unpacked are hashed as the layer is written): the next build hits
+A=$TMP/ctx-add
+mkdir -p "$A/t/sub"
+echo one >"$A/t/sub/one"
+echo two >"$A/t/two"
+tar -czf "$A/t.tar.gz" -C "$A/t" .
+printf 'FROM scratch\nADD t.tar.gz /x/\n' >"$A/Dockerfile"
+run_cbuild build --root "$R" -t added --progress plain --no-cache "$A"
+expect_rc "ADD of a tar.gz builds with --no-cache" 0
+run_cbuild build --root "$R" -t added --progress plain "$A"
+check "... and the next build takes it from the cache" grep -q "^#1 CACHED" "$TMP/err"
 finish

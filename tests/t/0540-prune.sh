@@ -53,9 +53,16 @@ check "the most recently used step that fits stays" grep -q "^#2 CACHED" "$TMP/e
 b --build-arg V=4
 check "an older one does not" sh -c "! grep -q '^#2 CACHED' '$TMP/err'"
 
+S=$TMP/ctx-copy
+mkdir -p "$S"
+echo data >"$S/f"
+printf 'FROM scratch\nCOPY f /f\n' >"$S/Dockerfile"
+run_cbuild build --root "$R" -q "$S"
+check "a COPY built records that it was built on its parent" sh -c "ls '$R/cache/seen' | grep -q ."
 run_cbuild --root "$R" prune --all
 expect_rc "prune --all runs" 0
 expect_eq "prune --all leaves no cache entry" "$(ls "$R/cache/steps" | wc -l)" 0
+expect_eq "... nor those records" "$(ls "$R/cache/seen" | wc -l)" 0
 check "... nor snapshots" sh -c "[ -z \"\$(ls '$R/snapshots' | grep -v '\.lock$')\" ]"
 run_cbuild --root "$R" save app -o "$TMP/app2.tar"
 expect_rc "the tagged image is still whole" 0

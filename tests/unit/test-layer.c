@@ -262,9 +262,41 @@ static void test_digest_threaded(void)
   oci_hasher_final(h, d);
   CHECK_STR(d, want);
 
-  /* freed with data still to hash */
+  /* final_later(): many streams back to back, of every size (empty, a
+   * byte, across the ring's wrap, larger than the ring), each digest the
+   * one a plain hasher gives, written by the time wait() returns */
+  {
+    enum { STREAMS = 64 };
+    static char got[STREAMS][OCI_DIGEST_SIZE], exp[STREAMS][OCI_DIGEST_SIZE];
+    size_t at = 0;
+    for (size_t i = 0; i < STREAMS; i++) {
+      size_t len = i == 0 ? 0 : i == 1 ? 1 : i == 40 ? ((size_t)5 << 20) : (i * 104729) % 300000;
+      if (at + len > n)
+        at = 0;
+      oci_hasher_update(h, buf + at, len);
+      oci_hasher_final_later(h, got[i]);
+      oci_hasher_update(plain, buf + at, len);
+      oci_hasher_final_later(plain, exp[i]); /* no thread: at once */
+      at += len;
+    }
+    oci_hasher_wait(h);
+    for (size_t i = 0; i < STREAMS; i++)
+      CHECK_STR(got[i], exp[i]);
+    CHECK_STR(exp[0], "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    /* and after them, final() gives the next stream's own digest */
+    oci_hasher_update(h, buf, n);
+    oci_hasher_final(h, d);
+    CHECK_STR(d, want);
+  }
+
+  /* freed with data still to hash, and a digest asked for */
   oci_hasher_update(h, buf, n);
-  oci_hasher_free(h);
+  {
+    char never[OCI_DIGEST_SIZE];
+    oci_hasher_final_later(h, never);
+    oci_hasher_update(h, buf, n);
+    oci_hasher_free(h);
+  }
   oci_hasher_free(plain);
   free(buf);
 }
@@ -541,6 +573,54 @@ static int write_big(const struct oci_layer_options *o, const unsigned char *dat
     unit_fail(__FILE__, __LINE__, "finish: %s", err.msg);
   oci_layer_writer_free(w);
   return fd;
+}
+
+/* oci_layer_writer_add_hashed(): the hasher sees exactly the content the
+ * layer holds, after what the caller put in first; the layer is the one
+ * oci_layer_writer_add() makes. */
+static void test_layer_content_hashed(void)
+{
+  size_t n = 3u << 20; /* several reads of the writer's */
+  unsigned char *data = xmalloc(n);
+  struct oci_layer_options o = opts(OCI_COMPRESSION_GZIP, 1);
+  struct oci_layer_info plain, hashed;
+  struct oci_entry e = { .path = "f", .mode = S_IFREG | 0644, .mtime = 1, .size = (int64_t)n };
+  struct oci_entry d = { .path = "g", .mode = S_IFDIR | 0755, .mtime = 1 };
+  struct cb_error err;
+  char got[OCI_DIGEST_SIZE], want[OCI_DIGEST_SIZE];
+  fill_mixed(data, n, 7);
+  for (int with = 0; with <= 1; with++) {
+    int fd = temp_fd(), cfd = fd_with_content(data, n);
+    struct oci_layer_writer *w = new_writer(fd, &o);
+    struct oci_hasher *h = oci_hasher_new();
+    oci_hasher_update(h, "prefix", 6);
+    if (with) {
+      CHECK_INT(oci_layer_writer_add_hashed(w, &e, cfd, h, &err), 0);
+      oci_hasher_final(h, got);
+      /* a directory has no content: the hasher gets nothing */
+      oci_hasher_update(h, "prefix", 6);
+      CHECK_INT(oci_layer_writer_add_hashed(w, &d, -1, h, &err), 0);
+      oci_hasher_final(h, want);
+      CHECK_STR(want, "sha256:e7a2e8b216e5aec3facf743962d3997f2e7d70088ef257de472d6a258049832e");
+    } else {
+      CHECK_INT(oci_layer_writer_add(w, &e, cfd, &err), 0);
+      CHECK_INT(oci_layer_writer_add(w, &d, -1, &err), 0);
+    }
+    CHECK_INT(oci_layer_writer_finish(w, with ? &hashed : &plain, &err), 0);
+    oci_layer_writer_free(w);
+    oci_hasher_free(h);
+    close(cfd);
+    close(fd);
+  }
+  struct oci_hasher *h = oci_hasher_new();
+  oci_hasher_update(h, "prefix", 6);
+  oci_hasher_update(h, data, n);
+  oci_hasher_final(h, want);
+  oci_hasher_free(h);
+  CHECK_STR(got, want);
+  CHECK_STR(hashed.digest, plain.digest);
+  CHECK_STR(hashed.diff_id, plain.diff_id);
+  free(data);
 }
 
 /* Byte-identical blobs for 1, 2 and 3 threads, with gzip and zstd. */
@@ -914,6 +994,7 @@ static const struct unit_test tests[] = {
   { "layer_fields", test_layer_fields },
   { "layer_digests", test_layer_digests },
   { "layer_threads_identical", test_layer_threads_identical },
+  { "layer_content_hashed", test_layer_content_hashed },
   { "layer_source_date_epoch", test_layer_source_date_epoch },
   { "layer_rejects_bad_order_and_paths", test_layer_rejects_bad_order_and_paths },
   { "layer_content_size_mismatch", test_layer_content_size_mismatch },
