@@ -226,6 +226,10 @@ int step_inputs_finish(struct build_run *run, struct step_inputs *in, struct cb_
  * cache_entry_put()): later builds hash the files before their lookup. */
 int step_inputs_recorded(struct build_run *run, const char *parent,
                          const struct step_inputs *in, struct cb_error *err);
+/* Record that the store holds entries of a shared cache (--cache-from),
+ * which any step may hit: their files are always hashed before the lookup
+ * (until prune --all). */
+int builder_seen_imported(struct build_run *run, struct cb_error *err);
 void step_inputs_release(struct step_inputs *in);
 void step_key(const char *parent, const struct step_inputs *in, char out[OCI_DIGEST_SIZE]);
 /*

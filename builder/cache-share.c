@@ -385,6 +385,12 @@ static int import_one(struct build_run *run, const struct builder_cache_spec *sp
     json_decref(root);
     return cb_error_set(err, "not a cbuild cache (no entries)");
   }
+  /* before any entry: a COPY whose files would be hashed only with its
+   * layer (cachekey.c) must look these up first */
+  if (json_array_size(entries) > 0 && builder_seen_imported(run, err) < 0) {
+    json_decref(root);
+    return -1;
+  }
   for (size_t i = 0; i < json_array_size(entries); i++) {
     struct cache_entry e, have;
     cleanup_free char *key = NULL;

@@ -123,8 +123,26 @@ static int run_mount_inputs(struct build_run *run, int stage, const struct parse
 }
 
 /* ROOT/cache/seen/<id>: an entry was recorded for a COPY or ADD with this
- * parent and instruction, whatever its files; id hashes the two. */
+ * parent and instruction, whatever its files; id hashes the two.  One id
+ * of its own says the store holds entries imported from a shared cache
+ * (builder_seen_imported), whose parents and instructions are unknown. */
 #define SEEN_DIR "seen"
+
+static void seen_imported_id(char out[OCI_DIGEST_SIZE])
+{
+  struct oci_hasher *h = oci_hasher_new();
+  hash_field(h, "version", KEY_VERSION);
+  hash_field(h, "imported", "entries of a shared cache");
+  oci_hasher_final(h, out);
+  oci_hasher_free(h);
+}
+
+int builder_seen_imported(struct build_run *run, struct cb_error *err)
+{
+  char id[OCI_DIGEST_SIZE];
+  seen_imported_id(id);
+  return cache_file_write(run->store, SEEN_DIR, id, "", 0, err);
+}
 
 static void seen_id(const char *parent, const struct step_inputs *in, char out[OCI_DIGEST_SIZE])
 {
@@ -148,8 +166,11 @@ static bool can_hash_in_layer(struct build_run *run, const char *parent, bool lo
     return false;
   if (!lookup)
     return true;
+  /* an error reading either: as if recorded (the files are hashed first) */
+  seen_imported_id(id);
+  if (cache_file_read(run->store, SEEN_DIR, id, &text, &ignored) != 1)
+    return false;
   seen_id(parent, in, id);
-  /* an error reading it: as if recorded (the files are hashed first) */
   return cache_file_read(run->store, SEEN_DIR, id, &text, &ignored) == 1;
 }
 
