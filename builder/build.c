@@ -549,13 +549,20 @@ static const char *stage_label(const struct parser_dockerfile *df, size_t i, cha
   return buf;
 }
 
-int builder_netns(struct build_run *run, struct runner_netns **out, struct cb_error *err)
+int builder_netns(struct build_run *run, enum runner_network network,
+                  struct runner_netns **out, struct cb_error *err)
 {
+  struct runner_netns **n = network == RUNNER_NET_DEFAULT ? &run->netns
+                            : network == RUNNER_NET_NONE  ? &run->netns_none
+                                                          : NULL;
   int rc = 0;
+  *out = NULL;
+  if (n == NULL)
+    return 0;
   pthread_mutex_lock(&run->net_lock);
-  if (run->netns == NULL)
-    rc = runner_netns_start(&run->netns, err);
-  *out = run->netns;
+  if (*n == NULL)
+    rc = runner_netns_start(n, network, err);
+  *out = *n;
   pthread_mutex_unlock(&run->net_lock);
   return rc;
 }
@@ -773,6 +780,7 @@ int builder_build(const struct builder_options *o, struct builder_plan *plan,
   /* No step runs any more, and the process exits after the build
    * (builder_build is cli.c's, once): slirp4netns is not waited for. */
   runner_netns_stop(run.netns);
+  runner_netns_stop(run.netns_none);
   if (builder_stat_cache_save(&run, err) < 0)
     goto out;
 
@@ -846,6 +854,7 @@ out:
   cache_stat_free(run.stat_cache);
   pthread_mutex_destroy(&run.stat_lock);
   runner_netns_free(run.netns);
+  runner_netns_free(run.netns_none);
   pthread_mutex_destroy(&run.net_lock);
   builder_step_dir_cleanup(&run);
   pthread_mutex_destroy(&run.spare_lock);

@@ -134,6 +134,7 @@ struct build_run {
   pthread_mutex_t stat_lock;           /* held while COPY hashes sources */
   struct build_sched *sched;           /* while stages are being built */
   struct runner_netns *netns;          /* RUN's default network, made once */
+  struct runner_netns *netns_none;     /* --network=none's: lo only, made once */
   pthread_mutex_t net_lock;
   char *spare_step_dir;                /* a RUN's emptied upper/work, for the next */
   pthread_mutex_t spare_lock;
@@ -150,9 +151,12 @@ int builder_cache_import(struct build_run *run, struct cache_import **out, struc
 void builder_cache_import_end(struct build_run *run, struct cache_import *ci);
 int builder_cache_export(struct build_run *run, struct progress *p, struct cb_error *err);
 
-/* RUN's default network namespace, started at the first call (its
- * slirp4netns comes up while the step is prepared; runner_run waits). */
-int builder_netns(struct build_run *run, struct runner_netns **out, struct cb_error *err);
+/* The network namespace RUN steps of this network (the default, or none)
+ * share, started at the first call (the default's slirp4netns comes up
+ * while the step is prepared; runner_run waits).  *out stays NULL for the
+ * others. */
+int builder_netns(struct build_run *run, enum runner_network network,
+                  struct runner_netns **out, struct cb_error *err);
 
 struct progress;
 

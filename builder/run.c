@@ -936,7 +936,7 @@ int builder_run_step(struct build_run *run, int stage, const struct parser_step 
   memset(&rc, 0, sizeof(rc));
   /* slirp4netns starts while the snapshots and the rest are prepared */
   rc.network = run_network(run, step);
-  if (rc.network == RUNNER_NET_DEFAULT && builder_netns(run, &rc.netns, err) < 0)
+  if (builder_netns(run, rc.network, &rc.netns, err) < 0)
     return -1;
   tmp = step_dir_take(run);
   fresh = tmp == NULL;

@@ -180,6 +180,7 @@ void runner_slirp_stop(struct runner_slirp *sl)
 /* ---- a network namespace shared by steps ---- */
 
 struct runner_netns {
+  enum runner_network kind; /* DEFAULT: with slirp4netns; NONE: lo only */
   int fd;                  /* the namespace: open, it stays */
   struct runner_slirp slirp;
   char *tmpdir;            /* slirp4netns's log */
@@ -243,9 +244,9 @@ void runner_netns_stop(struct runner_netns *n)
     kill(n->slirp.pid, SIGKILL);
 }
 
-int runner_netns_fd(const struct runner_netns *n)
+int runner_netns_fd(const struct runner_netns *n, enum runner_network kind)
 {
-  return n ? n->fd : -1;
+  return n && n->kind == kind ? n->fd : -1;
 }
 
 /* A process that makes the namespace and stays in it until told. */
@@ -287,13 +288,24 @@ static pid_t holder_start(int *ready_r, int *done_w, struct cb_error *err)
   return pid;
 }
 
-int runner_netns_start(struct runner_netns **out, struct cb_error *err)
+int runner_netns_start(struct runner_netns **out, enum runner_network kind,
+                       struct cb_error *err)
 {
   struct runner_netns *n = xcalloc(1, sizeof(*n));
   const char *base = getenv("TMPDIR");
   int ready = -1;
   char c = 0;
 
+  if (kind != RUNNER_NET_DEFAULT && kind != RUNNER_NET_NONE)
+    cb_die("runner_netns_start: a namespace is shared for the default network or none");
+  *out = NULL;
+  /* not root: each step makes its namespace in a user namespace of its own
+   * (runner_run), where one made here could not be joined */
+  if (geteuid() != 0) {
+    free(n);
+    return 0;
+  }
+  n->kind = kind;
   n->fd = -1;
   n->slirp.pid = -1;
   n->slirp.ready_fd = n->slirp.exit_fd = -1;
@@ -301,10 +313,12 @@ int runner_netns_start(struct runner_netns **out, struct cb_error *err)
   n->holder_done = -1;
   pthread_mutex_init(&n->lock, NULL);
   *out = NULL;
-  if (runner_slirp_check(err) < 0)
+  if (kind == RUNNER_NET_DEFAULT && runner_slirp_check(err) < 0)
     goto fail;
-  n->tmpdir = xasprintf("%s/cbuild-net.XXXXXX", base && *base ? base : "/tmp");
-  if (mkdtemp(n->tmpdir) == NULL) {
+  n->tmpdir = kind == RUNNER_NET_DEFAULT
+                ? xasprintf("%s/cbuild-net.XXXXXX", base && *base ? base : "/tmp")
+                : NULL;
+  if (n->tmpdir && mkdtemp(n->tmpdir) == NULL) {
     cb_error_errno(err, errno, "create \"%s\"", n->tmpdir);
     free(n->tmpdir);
     n->tmpdir = NULL;
@@ -325,8 +339,13 @@ int runner_netns_start(struct runner_netns **out, struct cb_error *err)
       goto fail;
     }
   }
-  if (runner_slirp_start(&n->slirp, n->holder, n->tmpdir, err) < 0)
+  if (kind == RUNNER_NET_NONE) {
+    /* lo, up: ready as it is */
+    holder_release(n);
+    n->state = 1;
+  } else if (runner_slirp_start(&n->slirp, n->holder, n->tmpdir, err) < 0) {
     goto fail;
+  }
   close(ready);
   *out = n;
   return 0;

@@ -486,8 +486,7 @@ int runner_run(const struct runner_config *c, struct runner_result *res, struct 
   st.s.new_userns = geteuid() != 0;
   /* a namespace of the caller's user namespace: not for a setup that
    * makes a user namespace of its own */
-  st.s.netns_fd = c->network == RUNNER_NET_DEFAULT && !st.s.new_userns ? runner_netns_fd(c->netns)
-                                                                        : -1;
+  st.s.netns_fd = !st.s.new_userns ? runner_netns_fd(c->netns, c->network) : -1;
   st.s.hostname = c->hostname && *c->hostname ? c->hostname : "cbuild";
 
   st.s.ignored_signals = ignored_signals();

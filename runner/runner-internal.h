@@ -241,8 +241,8 @@ int runner_slirp_start(struct runner_slirp *sl, pid_t pid, const char *dir,
 /* After ready_fd became readable: 0 when ready, -1 with err if it failed. */
 int runner_slirp_ready(struct runner_slirp *sl, struct cb_error *err);
 void runner_slirp_stop(struct runner_slirp *sl);
-/* The fd of a shared network namespace, or -1. */
-int runner_netns_fd(const struct runner_netns *n);
+/* The fd of a shared network namespace of that kind, or -1. */
+int runner_netns_fd(const struct runner_netns *n, enum runner_network kind);
 /* How long slirp4netns may take to configure the network. */
 #define RUNNER_SLIRP_TIMEOUT_MS 20000
 

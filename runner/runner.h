@@ -80,18 +80,24 @@ struct runner_limits {
 };
 
 /*
- * A network namespace with outbound network (slirp4netns), made once and
- * joined by several steps: each RUN with the default network then costs
- * a setns() instead of a namespace and a slirp4netns of its own.  The
- * steps share its interface, never a process: each step's processes die
- * with it.  Only for a caller that is root (of a user namespace or not).
+ * A network namespace made once and joined by several steps: with
+ * outbound network (slirp4netns) for RUNNER_NET_DEFAULT, or only lo for
+ * RUNNER_NET_NONE.  Each such RUN then costs a setns() instead of a
+ * namespace (and a slirp4netns) of its own.  The steps share its
+ * interfaces, never a process: each step's processes die with it, and
+ * none has CAP_NET_ADMIN to change the namespace.  Only for a caller that
+ * is root (of a user namespace or not).
  */
 struct runner_netns;
 /* Made in two halves, so that slirp4netns comes up while the caller does
  * something else: start, then wait.  runner_run waits for the config's
  * netns itself, just before the sandbox joins it (from any thread; a
- * failure is given to every later wait as well). */
-int runner_netns_start(struct runner_netns **out, struct cb_error *err);
+ * failure is given to every later wait as well).  kind is
+ * RUNNER_NET_DEFAULT or RUNNER_NET_NONE; a step joins only a namespace of
+ * its own network's kind.  A caller that is not root gets *out NULL (and
+ * 0): its steps make their own. */
+int runner_netns_start(struct runner_netns **out, enum runner_network kind,
+                       struct cb_error *err);
 int runner_netns_wait(struct runner_netns *n, struct cb_error *err);
 /* For a caller about to exit, once no step will join any more: let the
  * namespace go and kill its slirp4netns, whose exit runner_netns_free then
@@ -117,7 +123,7 @@ struct runner_config {
                               with supplementary groups */
   const char *hostname;    /* default "cbuild" */
   enum runner_network network;
-  struct runner_netns *netns; /* RUNNER_NET_DEFAULT: join this one, or NULL */
+  struct runner_netns *netns; /* DEFAULT or NONE: join this one, or NULL */
   bool insecure;           /* --security=insecure: all caps, no seccomp */
   const struct runner_mount *mounts;
   size_t n_mounts;

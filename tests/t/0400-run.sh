@@ -90,6 +90,22 @@ expect_rc "steps with the default network run one after the other" 0
 check "a step's server works in that step" grep -q "first: left-behind" "$TMP/err"
 check "... and is gone in the next step" grep -q "second: gone" "$TMP/err"
 
+# The same for steps with no network (they share a namespace with only
+# lo); and a step with none after one with the default network, and the
+# other way round, each sees its own kind
+build_run netshare-none 'FROM busybox
+RUN --network=none mkdir -p /srv && echo left-behind >/srv/index.html && httpd -p 127.0.0.1:8099 -h /srv && wget -qO- http://127.0.0.1:8099/ | sed "s/^/first: /"
+RUN --network=none if wget -qO- -T 2 http://127.0.0.1:8099/ >/dev/null 2>&1; then echo "second: still served"; else echo "second: gone"; fi
+RUN echo "default=$(ls /sys/class/net | tr "\n" " ")"
+RUN --network=none echo "none=$(ls /sys/class/net | tr "\n" " ")"
+RUN echo "default again=$(ls /sys/class/net | tr "\n" " ")"'
+expect_rc "steps with --network=none run one after the other" 0
+check "a step's server works in that step" grep -q "first: left-behind" "$TMP/err"
+check "... and is gone in the next step with no network" grep -q "second: gone" "$TMP/err"
+check "a default step after them has its interface" grep -q "default=.*tap0" "$TMP/err"
+check "a step with none after it has only lo" grep -q "none=lo $" "$TMP/err"
+check "... and the next default step its interface again" grep -q "default again=.*tap0" "$TMP/err"
+
 # ---- whiteouts, opaque dirs, type changes, hardlinks ----
 build_run layers 'FROM busybox
 RUN mkdir -p /data/dir /data/keep && echo a >/data/dir/a && echo b >/data/file && echo k >/data/keep/k && mkdir /data/todir && echo t >/data/tofile && echo x >/data/hl1 && ln /data/hl1 /data/hl2
