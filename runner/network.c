@@ -312,7 +312,6 @@ int runner_netns_start(struct runner_netns **out, enum runner_network kind,
   n->holder = -1;
   n->holder_done = -1;
   pthread_mutex_init(&n->lock, NULL);
-  *out = NULL;
   if (kind == RUNNER_NET_DEFAULT && runner_slirp_check(err) < 0)
     goto fail;
   n->tmpdir = kind == RUNNER_NET_DEFAULT
