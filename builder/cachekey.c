@@ -155,23 +155,25 @@ static void seen_id(const char *parent, const struct step_inputs *in, char out[O
 }
 
 /* Whether no entry can match, or none will be looked up, so that files
- * may be hashed as the layer is written (and not read twice). */
+ * may be hashed as the layer is written (and not read twice); when so, the
+ * copy is set to hash them (only then: a step hashed before its lookup
+ * must not hash its files again in the layer). */
 static bool can_hash_in_layer(struct build_run *run, const char *parent, bool lookup,
                               struct step_inputs *in)
 {
   char id[OCI_DIGEST_SIZE];
   cleanup_strbuf struct strbuf text = STRBUF_INIT;
   struct cb_error ignored;
-  if (!builder_copy_hash_in_layer(in->copy))
-    return false;
-  if (!lookup)
-    return true;
-  /* an error reading either: as if recorded (the files are hashed first) */
-  seen_imported_id(id);
-  if (cache_file_read(run->store, SEEN_DIR, id, &text, &ignored) != 1)
-    return false;
-  seen_id(parent, in, id);
-  return cache_file_read(run->store, SEEN_DIR, id, &text, &ignored) == 1;
+  if (lookup) {
+    /* an error reading either: as if recorded (the files are hashed first) */
+    seen_imported_id(id);
+    if (cache_file_read(run->store, SEEN_DIR, id, &text, &ignored) != 1)
+      return false;
+    seen_id(parent, in, id);
+    if (cache_file_read(run->store, SEEN_DIR, id, &text, &ignored) != 1)
+      return false;
+  }
+  return builder_copy_hash_in_layer(in->copy);
 }
 
 int step_inputs_finish(struct build_run *run, struct step_inputs *in, struct cb_error *err)
