@@ -39,6 +39,14 @@ struct fsview *stage_view(struct stage_state *st, struct cache_store *store)
   return &st->view;
 }
 
+struct oci_tar_stream *builder_layer_stream(struct build_run *run, struct stage_state *st)
+{
+  if (run->stream == NULL || !run->in_image[st - run->stages] ||
+      oci_tar_stream_sync(run->stream, st->layers, st->n_layers) < 0)
+    return NULL;
+  return run->stream;
+}
+
 int builder_add_layer(struct build_run *run, struct stage_state *st, int fd, const char *path,
                       const struct oci_layer_info *info, const char *created_by,
                       struct cb_error *err)
@@ -46,6 +54,8 @@ int builder_add_layer(struct build_run *run, struct stage_state *st, int fd, con
   struct oci_descriptor *d;
   if (cache_blob_commit(run->store, fd, path, info->digest, true, err) < 0)
     return -1;
+  if (run->stream && run->in_image[st - run->stages])
+    oci_tar_stream_end(run->stream, st->n_layers, info->digest, info->size);
   st->layers = xreallocarray(st->layers, st->n_layers + 1, sizeof(*st->layers));
   d = &st->layers[st->n_layers++];
   memset(d, 0, sizeof(*d));
@@ -438,6 +448,18 @@ static int commit_image(struct build_run *run, struct stage_state *st, struct bu
   return 0;
 }
 
+/* Give the unnamed file fd (O_TMPFILE) the name path. */
+static int link_unnamed(int fd, const char *path, struct cb_error *err)
+{
+  char proc[64];
+  unlink(path);
+  snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+  if (linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW) == 0 ||
+      linkat(fd, "", AT_FDCWD, path, AT_EMPTY_PATH) == 0)
+    return 0;
+  return cb_error_errno(err, errno, "create \"%s\"", path);
+}
+
 /* Write an output to a temporary file beside dest, renamed on success, so
  * that a failed build leaves no half-written archive. */
 static int export_one(struct build_run *run, const struct builder_output *out,
@@ -451,6 +473,7 @@ static int export_one(struct build_run *run, const struct builder_output *out,
   cleanup_free char *tmp = NULL;
   const char *tag = NULL;
   int fd = -1, rc = -1;
+  bool docker;
 
   cache_blob_source(run->store, &src);
   memset(&ai, 0, sizeof(ai));
@@ -477,20 +500,29 @@ static int export_one(struct build_run *run, const struct builder_output *out,
     rc = oci_layout_write_dir(out->dest, &ai, 1, &src, err);
     goto done;
   }
-  if (strcmp(out->dest, "-") == 0) {
-    fd = STDOUT_FILENO;
-  } else {
+  docker = strcmp(out->type, "docker") == 0;
+  if (out == run->stream_output) {
+    /* written over the file the image's layers were copied into */
+    fd = run->stream_fd;
+    run->stream_fd = -1;
     tmp = xasprintf("%s.cbuild-tmp-%d", out->dest, (int)getpid());
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-      cb_error_errno(err, errno, "create \"%s\"", tmp);
-      goto done;
+    rc = oci_tar_stream_write(run->stream, docker, &ai, 1, &src, err);
+    if (rc == 0)
+      rc = link_unnamed(fd, tmp, err);
+  } else {
+    if (strcmp(out->dest, "-") == 0) {
+      fd = STDOUT_FILENO;
+    } else {
+      tmp = xasprintf("%s.cbuild-tmp-%d", out->dest, (int)getpid());
+      fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+      if (fd < 0) {
+        cb_error_errno(err, errno, "create \"%s\"", tmp);
+        goto done;
+      }
     }
+    rc = docker ? oci_docker_archive_write(fd, &ai, 1, &src, err)
+                : oci_layout_write_tar(fd, &ai, 1, &src, err);
   }
-  if (strcmp(out->type, "docker") == 0)
-    rc = oci_docker_archive_write(fd, &ai, 1, &src, err);
-  else
-    rc = oci_layout_write_tar(fd, &ai, 1, &src, err);
   if (fd != STDOUT_FILENO) {
     /* Complete under its name or not there: written aside and renamed.
      * Not fsynced, like what docker save, tar or cp write: the file is
@@ -508,6 +540,51 @@ done:
   oci_reference_release(&ref);
   strvec_clear(&repo_tags);
   return rc;
+}
+
+/*
+ * The first archive output to a file is opened before the build, so that
+ * the image's layers can be copied into it as they are written (see
+ * oci_tar_stream); the export writes the rest.  The file is made unnamed
+ * (O_TMPFILE) in dest's directory and linked in only once whole, so that a
+ * build that fails or is killed leaves nothing beside dest.  Only an
+ * optimization: where such a file cannot be made, the export writes the
+ * archive as it writes the others.
+ */
+static void stream_start(struct build_run *run)
+{
+  const struct parser_dockerfile *df = run->plan->df;
+  const struct builder_output *out = NULL;
+  cleanup_free char *dir = NULL;
+  const char *slash;
+  int fd;
+
+  for (size_t i = 0; i < run->o->n_outputs && out == NULL; i++)
+    if (run->o->outputs[i].tar && strcmp(run->o->outputs[i].dest, "-") != 0)
+      out = &run->o->outputs[i];
+  if (out == NULL)
+    return;
+  slash = strrchr(out->dest, '/');
+  dir = slash == NULL       ? xstrdup(".")
+        : slash == out->dest ? xstrdup("/")
+                             : xstrndup(out->dest, (size_t)(slash - out->dest));
+  fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+  if (fd < 0)
+    return;
+  run->in_image = xcalloc(df->n_stages, sizeof(*run->in_image));
+  for (int i = df->target; i >= 0 && !run->in_image[i]; i = df->stages[i].base_stage)
+    run->in_image[i] = true;
+  run->stream = oci_tar_stream_new(fd);
+  run->stream_output = out;
+  run->stream_fd = fd;
+}
+
+static void stream_end(struct build_run *run)
+{
+  oci_tar_stream_free(run->stream);
+  if (run->stream_fd >= 0)
+    close(run->stream_fd);
+  free(run->in_image);
 }
 
 /* ---- the build ---- */
@@ -759,6 +836,7 @@ int builder_build(const struct builder_options *o, struct builder_plan *plan,
   run.plan = plan;
   run.store = store;
   run.ctx.dirfd = -1;
+  run.stream_fd = -1;
   run.layer_opts = o->layer;
   if (source_date_epoch(&run.epoch, err) < 0)
     return -1;
@@ -774,6 +852,7 @@ int builder_build(const struct builder_options *o, struct builder_plan *plan,
     goto out;
   if (builder_cache_import(&run, &imported, err) < 0)
     goto out;
+  stream_start(&run);
 
   if (build_stages(&run, p, err) < 0)
     goto out;
@@ -846,6 +925,7 @@ int builder_build(const struct builder_options *o, struct builder_plan *plan,
   rc = 0;
 out:
   builder_cache_import_end(&run, imported);
+  stream_end(&run);
   built_image_release(&img);
   for (size_t i = 0; i < df->n_stages; i++)
     stage_state_release(&run.stages[i]);

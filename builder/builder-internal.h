@@ -138,7 +138,17 @@ struct build_run {
   pthread_mutex_t net_lock;
   char *spare_step_dir;                /* a RUN's emptied upper/work, for the next */
   pthread_mutex_t spare_lock;
+  /* The first archive output to a file, written as the image's layers are
+   * (oci_tar_stream): its unnamed file, which the export names. */
+  struct oci_tar_stream *stream;
+  const struct builder_output *stream_output;
+  int stream_fd;
+  bool *in_image; /* per stage: its layers begin the image's (the target, and what it is FROM) */
 };
+
+/* The archive output the layer a step of st is about to write is copied
+ * into as it is written (for oci_layer_options.stream), or NULL. */
+struct oci_tar_stream *builder_layer_stream(struct build_run *run, struct stage_state *st);
 
 /*
  * Shared caches (cache-share.c): import every --cache-from before the

@@ -875,10 +875,12 @@ static int write_layer(struct copy_op *op, struct cb_error *err)
   cleanup_free char *path = NULL;
   struct oci_layer_writer *w;
   struct oci_layer_info info;
+  struct oci_layer_options lo = op->run->layer_opts;
   int fd = cache_blob_create(op->run->store, &path, err);
   if (fd < 0)
     return -1;
-  w = oci_layer_writer_new(fd, &op->run->layer_opts, err);
+  lo.stream = builder_layer_stream(op->run, op->st);
+  w = oci_layer_writer_new(fd, &lo, err);
   if (!w)
     goto fail;
   for (size_t i = 0; i < op->n; i++)

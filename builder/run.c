@@ -1013,6 +1013,7 @@ int builder_run_step(struct build_run *run, int stage, const struct parser_step 
   {
     struct oci_upper_options uo;
     struct oci_layer_info info;
+    struct oci_layer_options lo;
     cleanup_free char *blob = NULL;
     cleanup_close int upperfd = open(upper, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     bool empty = false;
@@ -1032,12 +1033,14 @@ int builder_run_step(struct build_run *run, int stage, const struct parser_step 
     fd = cache_blob_create(run->store, &blob, err);
     if (fd < 0)
       goto out;
+    lo = run->layer_opts;
+    lo.stream = builder_layer_stream(run, st);
     memset(&uo, 0, sizeof(uo));
     uo.skip = &res.mount_stubs;
     uo.userxattr = rootless;
     uo.below = exists_below;
     uo.below_data = stage_view(st, run->store);
-    if (oci_layer_from_upperdir(upperfd, &uo, fd, &run->layer_opts, &info, &empty, err) < 0) {
+    if (oci_layer_from_upperdir(upperfd, &uo, fd, &lo, &info, &empty, err) < 0) {
       cache_blob_abort(run->store, fd, blob);
       goto out;
     }

@@ -32,7 +32,7 @@
  * containerd) and GNU tar write them.  The tar is not padded to a 10 KiB
  * record: it ends after the two zero blocks, as Go's tars do.
  */
-#include "oci.h"
+#include "oci-internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -233,6 +233,8 @@ struct oci_layer_writer {
   struct strbuf name; /* the entry's name in the tar */
   int64_t fd_start;     /* fd's offset when the layer began; -1: not a file */
   int64_t writeback_at; /* blob bytes handed to writeback so far */
+  struct oci_tar_stream *stream; /* copying the blob into an archive, or NULL */
+  uint64_t stream_ticket;
 
   /* The block being filled: a gzip slot's buffer, or block_buf. */
   unsigned char *block;
@@ -280,6 +282,8 @@ static int write_out(struct oci_layer_writer *w, const unsigned char *buf, size_
   if (cb_write_all(w->fd, buf, n) < 0)
     return cb_error_errno(&w->out_err, errno, "write layer");
   w->blob_size += (int64_t)n;
+  if (w->stream)
+    oci_tar_stream_grow(w->stream, w->stream_ticket, w->blob_size);
   start_writeback(w);
   return 0;
 }
@@ -476,6 +480,10 @@ struct oci_layer_writer *oci_layer_writer_new(int fd, const struct oci_layer_opt
   }
   if (setup_compression(w, o, threads, err) < 0)
     goto fail;
+  if (o->stream && w->fd_start >= 0) {
+    w->stream_ticket = oci_tar_stream_begin(o->stream, fd, w->fd_start);
+    w->stream = w->stream_ticket ? o->stream : NULL;
+  }
 
   w->archive = archive_write_new();
   w->entry = archive_entry_new();

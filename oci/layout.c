@@ -3,19 +3,23 @@
  * or a directory, and docker archives (the OCI layout plus the
  * manifest.json that `docker load` reads, as Docker 25 and later write it).
  *
- * Tars are deterministic: entries in strcmp order of their paths, mtime 0,
- * uid and gid 0 with empty names, mode 0644 for files and 0755 for
- * directories, ustar headers (PAX restricted: no extended header is ever
- * needed for these names and sizes).  Blobs are streamed from the blob
- * source, each written once however many images share it, and hashed
- * as it is copied, in the same pass: a blob that does not match its digest
+ * Tars are deterministic: mtime 0, uid and gid 0 with empty names, mode
+ * 0644 for files and 0755 for directories, ustar headers (PAX restricted:
+ * no extended header is ever needed for these names and sizes below 8 GiB),
+ * and entries in a fixed order: oci-layout, blobs/, blobs/sha256/, then
+ * each image's layers in order, its config and its manifest (a blob
+ * already written is not written again), then index.json and
+ * manifest.json.  Layers come first so that where each goes depends only
+ * on the sizes of those before it (tar-stream.c copies them there while
+ * they are built).  Blobs are streamed from the blob source, and hashed as
+ * they are copied, in the same pass: a blob that does not match its digest
  * fails the write.
  *
  * A digest becomes a file name (blobs/sha256/<hex>), so every digest is
  * checked with oci_digest_valid() before it is used: a descriptor can come
  * from a pulled manifest, and "sha256:../../x" must not reach a path.
  */
-#include "oci.h"
+#include "oci-internal.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -73,38 +77,52 @@ static int blob_add(struct blob_list *l, size_t image, const char *what,
   return 0;
 }
 
-static int blob_cmp(const void *a, const void *b)
+/* Order by digest, then by position: the first of equal digests first. */
+static int blob_at_cmp(const void *a, const void *b)
 {
-  return strcmp(((const struct blob *)a)->digest, ((const struct blob *)b)->digest);
+  const struct blob *const *x = a, *const *y = b;
+  int c = strcmp((*x)->digest, (*y)->digest);
+  return c ? c : (*x < *y ? -1 : *x > *y);
 }
 
-/* Every blob of the images, sorted by digest, each once. */
+/* Every blob of the images in archive order (each image's layers, config,
+ * manifest), each once, where it first comes. */
 static int collect_blobs(const struct oci_archive_image *images, size_t n, struct blob_list *l,
                          struct cb_error *err)
 {
+  cleanup_free const struct blob **by_digest = NULL;
+  cleanup_free bool *again = NULL;
   size_t out = 0;
   for (size_t i = 0; i < n; i++) {
     const struct oci_archive_image *im = &images[i];
     if (im->manifest == NULL || im->parsed == NULL)
       return cb_error_set(err, "image %zu: no manifest given", i + 1);
-    if (blob_add(l, i, "manifest", im->manifest, err) < 0 ||
-        blob_add(l, i, "config", &im->parsed->config, err) < 0)
-      return -1;
     for (size_t j = 0; j < im->parsed->n_layers; j++)
       if (blob_add(l, i, "layer", &im->parsed->layers[j], err) < 0)
         return -1;
+    if (blob_add(l, i, "config", &im->parsed->config, err) < 0 ||
+        blob_add(l, i, "manifest", im->manifest, err) < 0)
+      return -1;
   }
-  if (l->n)
-    qsort(l->v, l->n, sizeof(*l->v), blob_cmp);
-  for (size_t i = 0; i < l->n; i++) {
-    if (out > 0 && strcmp(l->v[out - 1].digest, l->v[i].digest) == 0) {
-      if (l->v[out - 1].size != l->v[i].size)
-        return cb_error_set(err, "blob %s is listed with sizes %lld and %lld", l->v[i].digest,
-                            (long long)l->v[out - 1].size, (long long)l->v[i].size);
+  if (l->n == 0)
+    return 0;
+  by_digest = xcalloc(l->n, sizeof(*by_digest));
+  again = xcalloc(l->n, sizeof(*again));
+  for (size_t i = 0; i < l->n; i++)
+    by_digest[i] = &l->v[i];
+  qsort(by_digest, l->n, sizeof(*by_digest), blob_at_cmp);
+  for (size_t i = 1; i < l->n; i++) {
+    const struct blob *first = by_digest[i - 1], *b = by_digest[i];
+    if (strcmp(first->digest, b->digest) != 0)
       continue;
-    }
-    l->v[out++] = l->v[i];
+    if (first->size != b->size)
+      return cb_error_set(err, "blob %s is listed with sizes %lld and %lld", b->digest,
+                          (long long)first->size, (long long)b->size);
+    again[b - l->v] = true;
   }
+  for (size_t i = 0; i < l->n; i++)
+    if (!again[i])
+      l->v[out++] = l->v[i];
   l->n = out;
   return 0;
 }
@@ -276,15 +294,21 @@ static void archive_entry_freep(struct archive_entry **e)
 
 /*
  * Where the tar goes: fd, written by our own callback rather than
- * archive_write_open_fd(), for two reasons.  The output is the same bytes
+ * archive_write_open_fd(), for three reasons.  The output is the same bytes
  * whatever fd is (archive_write_open_fd pads the last block only for
- * terminals and devices).  And after a failure `discard` drops what
- * libarchive still writes when it is freed: closing would pad a cut blob
- * with zeros and end the tar, making a broken archive look whole.
+ * terminals and devices).  After a failure `discard` drops what libarchive
+ * still writes when it is freed: closing would pad a cut blob with zeros
+ * and end the tar, making a broken archive look whole.  And a blob already
+ * in place in a regular file (`at` counts where the tar is) is skipped
+ * over: libarchive, given none of its data, writes zeros for it when the
+ * entry ends, and the first `skip` bytes of those are not written.
  */
 struct tar_out {
   int fd;
   bool discard;
+  bool seekable; /* written with pwrite() at `at` */
+  int64_t at;
+  int64_t skip;
 };
 
 static la_ssize_t tar_out_write(struct archive *a, void *data, const void *buf, size_t n)
@@ -294,8 +318,15 @@ static la_ssize_t tar_out_write(struct archive *a, void *data, const void *buf, 
   size_t left = n;
   if (o->discard)
     return (la_ssize_t)n;
+  if (o->skip > 0) {
+    size_t k = (int64_t)left < o->skip ? left : (size_t)o->skip;
+    o->skip -= (int64_t)k;
+    o->at += (int64_t)k;
+    p += k;
+    left -= k;
+  }
   while (left > 0) {
-    ssize_t w = write(o->fd, p, left);
+    ssize_t w = o->seekable ? pwrite(o->fd, p, left, o->at) : write(o->fd, p, left);
     if (w < 0 && errno == EINTR)
       continue;
     if (w < 0) {
@@ -304,6 +335,7 @@ static la_ssize_t tar_out_write(struct archive *a, void *data, const void *buf, 
     }
     p += w;
     left -= (size_t)w;
+    o->at += w;
   }
   return (la_ssize_t)n;
 }
@@ -361,19 +393,46 @@ static int tar_file(struct archive *a, const char *path, const char *data, struc
   return tar_sink_write(&t, data, n, err);
 }
 
-static int tar_blob(struct archive *a, const struct blob *b, const struct oci_blob_source *src,
-                    struct cb_error *err)
+/* Where placed has blob b's data, or -1. */
+static int64_t placed_at(const struct oci_tar_placed *placed, size_t n_placed,
+                         const struct blob *b)
+{
+  for (size_t i = 0; i < n_placed; i++)
+    if (strcmp(placed[i].digest, b->digest) == 0 && placed[i].size == b->size)
+      return placed[i].data_at;
+  return -1;
+}
+
+static int tar_blob(struct archive *a, struct tar_out *out, const struct blob *b,
+                    const struct oci_blob_source *src, const struct oci_tar_placed *placed,
+                    size_t n_placed, struct cb_error *err)
 {
   cleanup_free char *path = xasprintf(BLOBS_DIR "%s", digest_hex(b->digest));
   struct tar_sink t = { a, path };
-  cleanup_close int fd = open_blob(src, b, err);
-  if (fd < 0)
-    return -1;
-  /* An empty blob's entry is whole with its header: check it first. */
-  if (b->size == 0)
-    return copy_blob(src, b, fd, tar_sink_write, &t, err) < 0 ? -1
-                                                              : tar_header(a, path, false, 0, err);
-  if (tar_header(a, path, false, b->size, err) < 0)
+  int64_t at = out->seekable && b->size > 0 ? placed_at(placed, n_placed, b) : -1;
+  cleanup_close int fd = -1;
+  if (at >= 0) {
+    if (tar_header(a, path, false, b->size, err) < 0)
+      return -1;
+    /* in place: skipped as libarchive ends the entry */
+    if (out->at == at) {
+      out->skip = b->size;
+      return 0;
+    }
+    /* elsewhere (a header of another size): copied after all */
+  } else {
+    fd = open_blob(src, b, err);
+    if (fd < 0)
+      return -1;
+    /* An empty blob's entry is whole with its header: check it first. */
+    if (b->size == 0)
+      return copy_blob(src, b, fd, tar_sink_write, &t, err) < 0
+               ? -1
+               : tar_header(a, path, false, 0, err);
+    if (tar_header(a, path, false, b->size, err) < 0)
+      return -1;
+  }
+  if (fd < 0 && (fd = open_blob(src, b, err)) < 0)
     return -1;
   return copy_blob(src, b, fd, tar_sink_write, &t, err);
 }
@@ -420,35 +479,49 @@ static char *docker_manifest_json(const struct oci_archive_image *images, size_t
   return s;
 }
 
-/* Every entry, in strcmp order: "blobs/" < "blobs/sha256/" <
- * "blobs/sha256/<hex>" < "index.json" < "manifest.json" < "oci-layout". */
-static int write_entries(struct archive *a, const struct blob_list *blobs, const char *index_json,
-                         const char *manifest_json, const struct oci_blob_source *src,
-                         struct cb_error *err)
+int64_t oci_tar_span(int64_t size)
 {
-  if (tar_header(a, "blobs/", true, 0, err) < 0 || tar_header(a, BLOBS_DIR, true, 0, err) < 0)
+  return OCI_TAR_BLOCK + (size + OCI_TAR_BLOCK - 1) / OCI_TAR_BLOCK * OCI_TAR_BLOCK;
+}
+
+int64_t oci_tar_head_size(void)
+{
+  return oci_tar_span((int64_t)strlen(LAYOUT_CONTENT)) + 2 * oci_tar_span(0);
+}
+
+/* Every entry, in the order of the comment at the top: the head (as long
+ * as oci_tar_head_size() says), the blobs, then the index files. */
+static int write_entries(struct archive *a, struct tar_out *out, const struct blob_list *blobs,
+                         const char *index_json, const char *manifest_json,
+                         const struct oci_blob_source *src, const struct oci_tar_placed *placed,
+                         size_t n_placed, struct cb_error *err)
+{
+  if (tar_file(a, LAYOUT_FILE, LAYOUT_CONTENT, err) < 0 ||
+      tar_header(a, "blobs/", true, 0, err) < 0 || tar_header(a, BLOBS_DIR, true, 0, err) < 0)
     return -1;
   for (size_t i = 0; i < blobs->n; i++)
-    if (tar_blob(a, &blobs->v[i], src, err) < 0)
+    if (tar_blob(a, out, &blobs->v[i], src, placed, n_placed, err) < 0)
       return -1;
   if (tar_file(a, INDEX_FILE, index_json, err) < 0)
     return -1;
-  if (manifest_json && tar_file(a, DOCKER_MANIFEST_FILE, manifest_json, err) < 0)
-    return -1;
-  return tar_file(a, LAYOUT_FILE, LAYOUT_CONTENT, err);
+  return manifest_json ? tar_file(a, DOCKER_MANIFEST_FILE, manifest_json, err) : 0;
 }
 
-static int write_tar(int fd, const struct oci_archive_image *images, size_t n,
-                     const struct oci_blob_source *src, bool docker, struct cb_error *err)
+static int write_tar(struct tar_out *out, const struct oci_archive_image *images, size_t n,
+                     const struct oci_blob_source *src, bool docker,
+                     const struct oci_tar_placed *placed, size_t n_placed, struct cb_error *err)
 {
   /* out outlives a, which points at it */
-  struct tar_out out = { fd, false };
   cleanup_blob_list struct blob_list blobs = { NULL, 0, 0 };
   cleanup_archive_write struct archive *a = NULL;
   struct oci_index x = { NULL, 0 };
   cleanup_free char *index_json = NULL;
   cleanup_free char *manifest_json = NULL;
 
+  for (size_t i = 0; docker && i < n; i++)
+    for (size_t j = 0; images[i].repo_tags && j < images[i].repo_tags->n; j++)
+      if (!oci_reference_valid(images[i].repo_tags->v[j]))
+        return cb_error_set(err, "invalid repository tag \"%.200s\"", images[i].repo_tags->v[j]);
   if (collect_blobs(images, n, &blobs, err) < 0)
     return -1;
   images_index(images, n, &x);
@@ -467,10 +540,10 @@ static int write_tar(int fd, const struct oci_archive_image *images, size_t n,
   if (archive_write_set_format_pax_restricted(a) != ARCHIVE_OK ||
       archive_write_add_filter_none(a) != ARCHIVE_OK ||
       archive_write_set_bytes_per_block(a, 0) != ARCHIVE_OK ||
-      archive_write_open2(a, &out, NULL, tar_out_write, NULL, NULL) != ARCHIVE_OK)
+      archive_write_open2(a, out, NULL, tar_out_write, NULL, NULL) != ARCHIVE_OK)
     return tar_fail(a, NULL, err);
-  if (write_entries(a, &blobs, index_json, manifest_json, src, err) < 0) {
-    out.discard = true;
+  if (write_entries(a, out, &blobs, index_json, manifest_json, src, placed, n_placed, err) < 0) {
+    out->discard = true;
     /* libarchive 3.6 frees its output state on close only, even after a
      * fatal error (a failed write); what close still writes is dropped. */
     archive_write_close(a);
@@ -481,20 +554,30 @@ static int write_tar(int fd, const struct oci_archive_image *images, size_t n,
   return 0;
 }
 
+int oci_tar_write_placed(int fd, bool docker, const struct oci_archive_image *images, size_t n,
+                         const struct oci_blob_source *src, const struct oci_tar_placed *placed,
+                         size_t n_placed, struct cb_error *err)
+{
+  struct tar_out out = { fd, false, true, 0, 0 };
+  if (write_tar(&out, images, n, src, docker, placed, n_placed, err) < 0)
+    return -1;
+  if (ftruncate(fd, out.at) < 0)
+    return cb_error_errno(err, errno, "write the archive");
+  return 0;
+}
+
 int oci_layout_write_tar(int fd, const struct oci_archive_image *images, size_t n,
                          const struct oci_blob_source *src, struct cb_error *err)
 {
-  return write_tar(fd, images, n, src, false, err);
+  struct tar_out out = { fd, false, false, 0, 0 };
+  return write_tar(&out, images, n, src, false, NULL, 0, err);
 }
 
 int oci_docker_archive_write(int fd, const struct oci_archive_image *images, size_t n,
                              const struct oci_blob_source *src, struct cb_error *err)
 {
-  for (size_t i = 0; i < n; i++)
-    for (size_t j = 0; images[i].repo_tags && j < images[i].repo_tags->n; j++)
-      if (!oci_reference_valid(images[i].repo_tags->v[j]))
-        return cb_error_set(err, "invalid repository tag \"%.200s\"", images[i].repo_tags->v[j]);
-  return write_tar(fd, images, n, src, true, err);
+  struct tar_out out = { fd, false, false, 0, 0 };
+  return write_tar(&out, images, n, src, true, NULL, 0, err);
 }
 
 /* ---- directories ---- */

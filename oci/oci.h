@@ -183,11 +183,16 @@ struct oci_entry {
   size_t n_xattrs;
 };
 
+struct oci_tar_stream;
+
 struct oci_layer_options {
   enum oci_compression compression;
   int level;                 /* 0: the default (gzip 6 of 1-12, zstd 3) */
   int threads;               /* 0: the number of CPUs */
   int64_t source_date_epoch; /* -1: keep mtimes */
+  /* An archive output the blob is copied into as it is written (see
+   * oci_tar_stream_sync), or NULL. */
+  struct oci_tar_stream *stream;
 };
 
 struct oci_layer_info {
@@ -451,8 +456,8 @@ struct oci_archive_image {
 };
 
 /*
- * An OCI image layout as a tar on fd: oci-layout, index.json and
- * blobs/sha256/..., deterministic (sorted, fixed mtimes and owners).
+ * An OCI image layout as a tar on fd: oci-layout, blobs/sha256/... and
+ * index.json, deterministic (a fixed order, mtimes and owners; layout.c).
  */
 int oci_layout_write_tar(int fd, const struct oci_archive_image *images, size_t n,
                          const struct oci_blob_source *src, struct cb_error *err);
@@ -465,6 +470,36 @@ int oci_layout_write_dir(const char *dir, const struct oci_archive_image *images
  */
 int oci_docker_archive_write(int fd, const struct oci_archive_image *images, size_t n,
                              const struct oci_blob_source *src, struct cb_error *err);
+
+/*
+ * An archive output written while its image is built (tar-stream.c).
+ *
+ * Archives hold a fixed head, then each image's layers in order, so where
+ * a layer goes depends only on the sizes of the layers before it: a layer
+ * can be copied into its place while it is written, by a thread of the
+ * stream, instead of by the export after the build.  For each layer the
+ * build is about to write, oci_tar_stream_sync() gives the image's layers
+ * so far; if it returns 0, the layer writer gets the stream in its options
+ * and copies the blob over as it writes it, and oci_tar_stream_end() says
+ * the blob became the image's layer `index` (a layer never ended is
+ * dropped by the next sync).  oci_tar_stream_write() writes the archive
+ * over the same file, skipping the layers already in place; whatever does
+ * not match (an image whose layers are not the ones streamed, a blob given
+ * up) is written in full, so the stream only ever saves work.
+ */
+/* fd: the regular file the archive goes to; the caller still owns it. */
+struct oci_tar_stream *oci_tar_stream_new(int fd);
+void oci_tar_stream_free(struct oci_tar_stream *s);
+/* The image's layers are these now, and the next is about to be written:
+ * 0 if the stream takes it, -1 if the image left what was streamed (then
+ * nothing more is taken). */
+int oci_tar_stream_sync(struct oci_tar_stream *s, const struct oci_descriptor *layers, size_t n);
+void oci_tar_stream_end(struct oci_tar_stream *s, size_t index, const char *digest, int64_t size);
+/* oci_layout_write_tar() (docker: oci_docker_archive_write()) over the
+ * stream's file, from its start; the file is cut where the archive ends. */
+int oci_tar_stream_write(struct oci_tar_stream *s, bool docker,
+                         const struct oci_archive_image *images, size_t n,
+                         const struct oci_blob_source *src, struct cb_error *err);
 
 /* ---- registry credentials (auth.c) ----
  *

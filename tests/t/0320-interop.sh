@@ -142,6 +142,45 @@ check "... also with -q (no image ID mixed in)" cmp "$TMP/stdout-q.tar" "$TMP/ap
 "$CBUILD" build --root "$R" -t app -o type=docker,dest=- "$C" 2>"$TMP/err" | cat >"$TMP/stdout-docker.tar"
 check "-o type=docker,dest=- equals the file output" cmp "$TMP/stdout-docker.tar" "$TMP/docker.tar"
 
+# ---- archives written while the layers are ----
+# The first archive output to a file gets each new layer of the image copied
+# in as it is written (the target stage's, and those of the stage it is
+# FROM; not another stage's); a layer from the cache, or one given up (a
+# RUN that changed nothing), is written by the export.  The archive must be
+# the one written whole after the build (here: to a pipe, never streamed).
+CS=$TMP/ctx-stream
+mkdir -p "$CS"
+cp -a "$C/rootfs" "$CS/"
+head -c 3000000 /dev/urandom >"$CS/big"
+echo small >"$CS/small"
+cat >"$CS/Dockerfile" <<'EOF'
+FROM scratch AS other
+COPY small /other
+FROM scratch AS base
+COPY rootfs/ /
+COPY small /small
+FROM base
+COPY big /big
+RUN ["/bin/sh", "-c", "cat /small >/dev/null"]
+RUN ["/bin/sh", "-c", "echo ran >/ran"]
+COPY --from=other /other /from-other
+EOF
+for type in docker oci; do
+  run_cbuild build --root "$R" -q -o "type=$type,dest=$TMP/stream-$type.tar" \
+    -o "type=$type,dest=$TMP/second-$type.tar" "$CS"
+  expect_rc "a multi-stage build with RUN steps writes a streamed $type archive" 0
+  "$CBUILD" build --root "$R" -o "type=$type,dest=-" "$CS" 2>"$TMP/err" | cat >"$TMP/whole-$type.tar"
+  check "the streamed $type archive equals the one written after the build" \
+    cmp "$TMP/stream-$type.tar" "$TMP/whole-$type.tar"
+  check "... and the second output, written after the build" \
+    cmp "$TMP/second-$type.tar" "$TMP/whole-$type.tar"
+  # a change half-way: the first layers come from the cache, the rest is streamed
+  head -c 1000 /dev/urandom >>"$CS/big"
+done
+skopeo_ inspect "oci-archive:$TMP/stream-oci.tar" >"$TMP/out" 2>"$TMP/skopeo.err"
+expect_eq "skopeo reads the streamed archive's layers" "$(jq '.Layers | length' "$TMP/out")" 5
+check "the streamed archive holds no temporary file" sh -c "! ls -A '$TMP' | grep -q cbuild-tmp"
+
 # ---- reproducibility ----
 # two builds of one context into two empty stores, every file touched between
 RC=$TMP/repro

@@ -35,10 +35,12 @@ store_ok() {
 
 rounds=20
 bad_rounds=""
+mkdir -p "$TMP/kout"
 for round in $(seq 1 $rounds); do
   # a different build each time, so that every round has work to do
   echo "$round" >"$C/data/round"
-  "$CBUILD" build --root "$R" -t killed --network none -q "$C" >/dev/null 2>&1 &
+  "$CBUILD" build --root "$R" -t killed --network none -q -o "type=oci,dest=$TMP/kout/killed.tar" \
+    "$C" >/dev/null 2>&1 &
   pid=$!
   # anywhere from the start to well into the build
   sleep "0.$(( (RANDOM % 9) + 1 ))$(( RANDOM % 10 ))"
@@ -53,6 +55,9 @@ for round in $(seq 1 $rounds); do
 done
 expect_eq "after $rounds builds killed with SIGKILL, the store is whole each time" "$bad_rounds" ""
 expect_eq "no process of a killed build is left" "$(pgrep -f -- "--root $R -t killed" | wc -l)" 0
+# the archive output is written into an unnamed file while the build runs
+expect_eq "killed builds leave no partial archive beside their output" \
+  "$(ls -A "$TMP/kout" | grep -v '^killed\.tar$')" ""
 
 echo final >"$C/data/round"
 run_cbuild build --root "$R" -t after --network none --progress plain "$C"

@@ -132,7 +132,7 @@ static void made_release(struct made *m)
 static void make_layer(const char *upper, const struct oci_upper_options *u,
                        enum oci_compression c, int64_t sde, struct made *m)
 {
-  struct oci_layer_options o = { c, 0, 1, sde };
+  struct oci_layer_options o = { c, 0, 1, sde, NULL };
   int ufd = open(upper, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   int fd;
   memset(m, 0, sizeof(*m));

@@ -94,7 +94,7 @@ static void fill_mixed(unsigned char *buf, size_t n, uint64_t seed)
 
 static struct oci_layer_options opts(enum oci_compression c, int threads)
 {
-  struct oci_layer_options o = { c, 0, threads, -1 };
+  struct oci_layer_options o = { c, 0, threads, -1, NULL };
   return o;
 }
 

@@ -122,25 +122,31 @@ struct image {
   struct strvec tags;
 };
 
-static void make_image(struct fixture *f, struct image *im, const char *os,
-                       const char *const *layers, size_t n)
+/* The config and manifest of the image of im->m's layers. */
+static void finish_image(struct fixture *f, struct image *im, const char *os)
 {
   struct oci_config c;
-  memset(im, 0, sizeof(*im));
   memset(&c, 0, sizeof(c));
   c.architecture = xstrdup("amd64");
   c.os = xstrdup(os);
-  im->m.layers = xcalloc(n ? n : 1, sizeof(*im->m.layers));
-  im->m.n_layers = n;
-  for (size_t i = 0; i < n; i++) {
-    put_blob(f, LAYER_GZIP, layers[i], strlen(layers[i]), &im->m.layers[i]);
+  for (size_t i = 0; i < im->m.n_layers; i++)
     strvec_push(&c.diff_ids, im->m.layers[i].digest);
-  }
   im->config_json = oci_config_json(&c);
   oci_config_release(&c);
   put_blob(f, OCI_MEDIA_TYPE_CONFIG, im->config_json, strlen(im->config_json), &im->m.config);
   im->manifest_json = oci_manifest_json(&im->m);
   put_blob(f, OCI_MEDIA_TYPE_MANIFEST, im->manifest_json, strlen(im->manifest_json), &im->desc);
+}
+
+static void make_image(struct fixture *f, struct image *im, const char *os,
+                       const char *const *layers, size_t n)
+{
+  memset(im, 0, sizeof(*im));
+  im->m.layers = xcalloc(n ? n : 1, sizeof(*im->m.layers));
+  im->m.n_layers = n;
+  for (size_t i = 0; i < n; i++)
+    put_blob(f, LAYER_GZIP, layers[i], strlen(layers[i]), &im->m.layers[i]);
+  finish_image(f, im, os);
 }
 
 static void image_release(struct image *im)
@@ -266,6 +272,29 @@ static void check_blob(const struct tar *t, const struct fixture *f, const struc
     unit_fail(__FILE__, line, "entry %s does not hold its blob", path);
 }
 
+/* The archive holds exactly the head, these blobs and the index files, in
+ * this order. */
+static void check_order(const struct tar *t, const struct oci_descriptor *const *blobs, size_t n,
+                        bool docker, int line)
+{
+  struct strvec want = STRVEC_INIT;
+  strvec_push(&want, "oci-layout");
+  strvec_push(&want, "blobs/");
+  strvec_push(&want, "blobs/sha256/");
+  for (size_t i = 0; i < n; i++)
+    strvec_push_nodup(&want, blob_path(blobs[i]->digest));
+  strvec_push(&want, "index.json");
+  if (docker)
+    strvec_push(&want, "manifest.json");
+  if (t->n != want.n)
+    unit_fail(__FILE__, line, "%zu entries, expected %zu", t->n, want.n);
+  for (size_t i = 0; i < t->n && i < want.n; i++)
+    if (strcmp(t->v[i].path, want.v[i]) != 0)
+      unit_fail(__FILE__, line, "entry %zu is \"%s\", expected \"%s\"", i, t->v[i].path,
+                want.v[i]);
+  strvec_clear(&want);
+}
+
 /* ---- tests ---- */
 
 static const char *const layers1[] = { "layer one", "layer two, longer than the first" };
@@ -291,18 +320,12 @@ static void test_layout_tar_entries(void)
   if (!read_tar(tar_path, &t))
     goto out;
 
-  /* exactly these entries, in strcmp order */
-  CHECK_INT(t.n, 8);
-  if (t.n == 8) {
-    CHECK_STR(t.v[0].path, "blobs/");
-    CHECK_STR(t.v[1].path, "blobs/sha256/");
-    for (size_t i = 2; i < 6; i++)
-      CHECK(cb_starts_with(t.v[i].path, "blobs/sha256/") && strlen(t.v[i].path) == 13 + 64);
-    CHECK_STR(t.v[6].path, "index.json");
-    CHECK_STR(t.v[7].path, "oci-layout");
+  /* exactly these entries, in this order: the layers first */
+  {
+    const struct oci_descriptor *blobs[] = { &im.m.layers[0], &im.m.layers[1], &im.m.config,
+                                             &im.desc };
+    check_order(&t, blobs, 4, false, __LINE__);
   }
-  for (size_t i = 1; i < t.n; i++)
-    CHECK(strcmp(t.v[i - 1].path, t.v[i].path) < 0);
   for (size_t i = 0; i < t.n; i++) {
     const struct entry *e = &t.v[i];
     bool dir = cb_ends_with(e->path, "/");
@@ -408,9 +431,11 @@ static void test_layout_tar_shared_blobs(void)
   CHECK_INT(f.opens, 7);
   path = xasprintf("%s/out.tar", f.dir);
   if (read_tar(path, &t)) {
-    CHECK_INT(t.n, 2 + 7 + 2);
-    for (size_t i = 1; i < t.n; i++)
-      CHECK(strcmp(t.v[i - 1].path, t.v[i].path) < 0);
+    /* b's first layer is a's, written once where it first comes */
+    const struct oci_descriptor *blobs[] = { &a.m.layers[0], &a.m.layers[1], &a.m.config,
+                                             &a.desc,        &b.m.layers[1], &b.m.config,
+                                             &b.desc };
+    check_order(&t, blobs, 7, false, __LINE__);
     check_blob(&t, &f, &b.m.layers[0], __LINE__);
     check_blob(&t, &f, &b.m.layers[1], __LINE__);
     const struct entry *ix = tar_find(&t, "index.json");
@@ -730,11 +755,10 @@ static void test_docker_archive(void)
   path = xasprintf("%s/d.tar", f.dir);
   if (!read_tar(path, &t))
     goto done;
-  CHECK_INT(t.n, 2 + 6 + 3);
-  if (t.n == 11) {
-    CHECK_STR(t.v[8].path, "index.json");
-    CHECK_STR(t.v[9].path, "manifest.json");
-    CHECK_STR(t.v[10].path, "oci-layout");
+  {
+    const struct oci_descriptor *blobs[] = { &a.m.layers[0], &a.m.layers[1], &a.m.config,
+                                             &a.desc,        &b.m.config,    &b.desc };
+    check_order(&t, blobs, 6, true, __LINE__);
   }
   ca = blob_path(a.m.config.digest);
   l0 = blob_path(a.m.layers[0].digest);
@@ -765,6 +789,190 @@ done:
   fixture_release(&f);
 }
 
+/* ---- archives written while the image is built (tar-stream.c) ---- */
+
+/*
+ * Write a layer of a file of `bytes` pseudo-random bytes (several writes
+ * of the blob, so the stream's thread copies it in pieces) with stream s
+ * in its options, into the source as a blob; d gets its descriptor.
+ * Unless `keep`, the layer is given up before it is finished.
+ */
+static void stream_layer(struct fixture *f, struct oci_tar_stream *s, unsigned seed, size_t bytes,
+                         bool keep, struct oci_descriptor *d)
+{
+  cleanup_free char *tmp = xasprintf("%s/layer.tmp", f->src);
+  cleanup_free char *data = xmalloc(bytes);
+  cleanup_free char *path = NULL;
+  struct oci_layer_options o = { OCI_COMPRESSION_GZIP, 1, 2, 0, s };
+  struct oci_entry e;
+  struct oci_layer_info info;
+  struct oci_layer_writer *w;
+  struct cb_error err;
+  int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0)
+    cb_die("open \"%s\": %s", tmp, strerror(errno));
+  for (size_t i = 0; i < bytes; i++) {
+    seed = seed * 1103515245 + 12345;
+    data[i] = (char)(seed >> 16);
+  }
+  memset(&e, 0, sizeof(e));
+  e.path = "file";
+  e.mode = S_IFREG | 0644;
+  e.size = (int64_t)bytes;
+  w = oci_layer_writer_new(fd, &o, &err);
+  CHECK(w != NULL);
+  if (w && oci_layer_writer_add_data(w, &e, data, &err) < 0)
+    unit_fail(__FILE__, __LINE__, "add: %s", err.msg);
+  if (keep && w && oci_layer_writer_finish(w, &info, &err) < 0)
+    unit_fail(__FILE__, __LINE__, "finish: %s", err.msg);
+  oci_layer_writer_free(w);
+  close(fd);
+  if (!keep) {
+    unlink(tmp);
+    return;
+  }
+  path = xasprintf("%s/%s", f->src, info.digest + 7);
+  if (rename(tmp, path) < 0)
+    cb_die("rename: %s", strerror(errno));
+  memset(d, 0, sizeof(*d));
+  d->media_type = xstrdup(info.media_type);
+  d->digest = xstrdup(info.digest);
+  d->size = info.size;
+}
+
+/* The bytes of file dir/name. */
+static char *file_bytes(const struct fixture *f, const char *name, size_t *n)
+{
+  cleanup_free char *path = xasprintf("%s/%s", f->dir, name);
+  return read_whole(path, n);
+}
+
+static void check_same_file(const struct fixture *f, const char *a, const char *b, int line)
+{
+  size_t na = 0, nb = 0;
+  cleanup_free char *x = file_bytes(f, a, &na);
+  cleanup_free char *y = file_bytes(f, b, &nb);
+  if (x == NULL || y == NULL || na != nb || memcmp(x, y, na) != 0)
+    unit_fail(__FILE__, line, "%s (%zu bytes) differs from %s (%zu bytes)", a, na, b, nb);
+}
+
+/* A stream over dir/name, a file that already holds junk (a longer
+ * archive of an earlier try) to be overwritten and cut. */
+static struct oci_tar_stream *stream_open(const struct fixture *f, const char *name, int *fd)
+{
+  cleanup_free char *path = xasprintf("%s/%s", f->dir, name);
+  cleanup_free char *junk = xmalloc(4 << 20);
+  memset(junk, 0xa5, 4 << 20);
+  write_file(path, junk, 4 << 20);
+  *fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (*fd < 0)
+    cb_die("open \"%s\": %s", path, strerror(errno));
+  return oci_tar_stream_new(*fd);
+}
+
+static void test_stream_archive(void)
+{
+  static const char *const cached[] = { "a layer the store had" };
+  struct fixture f;
+  struct image im;
+  struct oci_archive_image a;
+  struct oci_blob_source src;
+  struct cb_error err;
+  struct oci_tar_stream *s;
+  int fd;
+  fixture_init(&f);
+  src = fixture_source(&f);
+  /* layer 0 was in the store (a cached step); 1 and 2 are written now,
+   * with a layer given up (a RUN that changed nothing) between them */
+  make_image(&f, &im, "linux", cached, 1);
+  im.m.layers = xreallocarray(im.m.layers, 3, sizeof(*im.m.layers));
+  s = stream_open(&f, "stream.tar", &fd);
+  CHECK_INT(oci_tar_stream_sync(s, im.m.layers, 1), 0);
+  stream_layer(&f, s, 1, 3 << 20, true, &im.m.layers[1]);
+  oci_tar_stream_end(s, 1, im.m.layers[1].digest, im.m.layers[1].size);
+  CHECK_INT(oci_tar_stream_sync(s, im.m.layers, 2), 0);
+  stream_layer(&f, s, 2, 2 << 20, false, NULL);
+  CHECK_INT(oci_tar_stream_sync(s, im.m.layers, 2), 0);
+  stream_layer(&f, s, 3, 1 << 20, true, &im.m.layers[2]);
+  oci_tar_stream_end(s, 2, im.m.layers[2].digest, im.m.layers[2].size);
+  im.m.n_layers = 3;
+  free(im.config_json);
+  free(im.manifest_json);
+  oci_descriptor_release(&im.m.config);
+  oci_descriptor_release(&im.desc);
+  finish_image(&f, &im, "linux");
+  a = archive_image(&im, "v1", "docker.io/library/app:v1");
+
+  f.opens = 0;
+  CHECK_INT(oci_tar_stream_write(s, false, &a, 1, &src, &err), 0);
+  /* the streamed layers were not read again: only layer 0, config, manifest */
+  CHECK_INT(f.opens, 3);
+  oci_tar_stream_free(s);
+  close(fd);
+  /* the same bytes as the archive written whole */
+  CHECK_INT(write_to(&f, "whole.tar", oci_layout_write_tar, &a, 1, &err), 0);
+  check_same_file(&f, "stream.tar", "whole.tar", __LINE__);
+  image_release(&im);
+  fixture_release(&f);
+}
+
+static void test_stream_diverged(void)
+{
+  static const char *const other[] = { "not the layer that was streamed" };
+  struct fixture f;
+  struct image im, wrong;
+  struct oci_archive_image a;
+  struct oci_blob_source src;
+  struct cb_error err;
+  struct oci_tar_stream *s;
+  struct oci_descriptor d;
+  int fd;
+  fixture_init(&f);
+  src = fixture_source(&f);
+  make_image(&f, &wrong, "linux", other, 1);
+
+  /* streamed as layer 0 of a docker archive whose image has another
+   * layer 0: written whole, over what the stream copied */
+  s = stream_open(&f, "stream.tar", &fd);
+  CHECK_INT(oci_tar_stream_sync(s, NULL, 0), 0);
+  stream_layer(&f, s, 4, 1 << 20, true, &d);
+  oci_tar_stream_end(s, 0, d.digest, d.size);
+  /* an image that left the streamed layers takes no more */
+  CHECK_INT(oci_tar_stream_sync(s, wrong.m.layers, 1), -1);
+  CHECK_INT(oci_tar_stream_sync(s, &d, 1), -1);
+  a = archive_image(&wrong, NULL, NULL);
+  f.opens = 0;
+  CHECK_INT(oci_tar_stream_write(s, true, &a, 1, &src, &err), 0);
+  CHECK_INT(f.opens, 3);
+  oci_tar_stream_free(s);
+  close(fd);
+  CHECK_INT(write_to(&f, "whole.tar", oci_docker_archive_write, &a, 1, &err), 0);
+  check_same_file(&f, "stream.tar", "whole.tar", __LINE__);
+
+  /* ended under the wrong index or size: not taken either */
+  memset(&im, 0, sizeof(im));
+  im.m.layers = xcalloc(1, sizeof(*im.m.layers));
+  s = stream_open(&f, "stream2.tar", &fd);
+  CHECK_INT(oci_tar_stream_sync(s, NULL, 0), 0);
+  stream_layer(&f, s, 4, 1 << 20, true, &im.m.layers[0]);
+  oci_tar_stream_end(s, 0, im.m.layers[0].digest, im.m.layers[0].size - 1);
+  im.m.n_layers = 1;
+  finish_image(&f, &im, "linux");
+  a = archive_image(&im, NULL, NULL);
+  f.opens = 0;
+  CHECK_INT(oci_tar_stream_write(s, false, &a, 1, &src, &err), 0);
+  CHECK_INT(f.opens, 3);
+  oci_tar_stream_free(s);
+  close(fd);
+  CHECK_INT(write_to(&f, "whole2.tar", oci_layout_write_tar, &a, 1, &err), 0);
+  check_same_file(&f, "stream2.tar", "whole2.tar", __LINE__);
+
+  oci_descriptor_release(&d);
+  image_release(&im);
+  image_release(&wrong);
+  fixture_release(&f);
+}
+
 static const struct unit_test tests[] = {
   { "layout_tar_entries", test_layout_tar_entries },
   { "layout_tar_deterministic", test_layout_tar_deterministic },
@@ -773,5 +981,7 @@ static const struct unit_test tests[] = {
   { "layout_dir", test_layout_dir },
   { "layout_dir_merge", test_layout_dir_merge },
   { "docker_archive", test_docker_archive },
+  { "stream_archive", test_stream_archive },
+  { "stream_diverged", test_stream_diverged },
 };
 UNIT_MAIN(tests)
