@@ -780,7 +780,7 @@ static int build_stages(struct build_run *run, struct progress *p, struct cb_err
   struct build_sched sc;
   struct worker_arg a = { run, p };
   pthread_t *threads;
-  int jobs = run->o->jobs > 0 ? run->o->jobs : (int)sysconf(_SC_NPROCESSORS_ONLN);
+  int jobs = run->o->jobs > 0 ? run->o->jobs : cb_cpu_count();
   int started = 0, rc = 0;
 
   memset(&sc, 0, sizeof(sc));

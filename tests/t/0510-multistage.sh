@@ -86,16 +86,27 @@ bs=$(cat "$TMP/par-root/b.start" 2>/dev/null || echo 0)
 be=$(cat "$TMP/par-root/b.end" 2>/dev/null || echo 0)
 check "the two stages ran at the same time" test "$as" -lt "$be" -a "$bs" -lt "$ae"
 
+# stages_apart LAYOUT: the two stages of the image in LAYOUT did not overlap
+stages_apart() {
+  local d l as ae bs be
+  d=$(jq -r '.manifests[0].digest' "$1/index.json" | sed 's/sha256://')
+  rm -rf "$TMP/par-root" && mkdir -p "$TMP/par-root"
+  for l in $(jq -r '.layers[].digest' "$1/blobs/sha256/$d" | sed 's/sha256://'); do
+    tar -xzf "$1/blobs/sha256/$l" -C "$TMP/par-root" 2>/dev/null
+  done
+  as=$(cat "$TMP/par-root/a.start"); ae=$(cat "$TMP/par-root/a.end")
+  bs=$(cat "$TMP/par-root/b.start"); be=$(cat "$TMP/par-root/b.end")
+  test "$ae" -le "$bs" -o "$be" -le "$as"
+}
 run_cbuild build --root "$R" -t par1 --network none --jobs 1 --no-cache -o "type=oci,dest=$TMP/par1,tar=false" "$P"
 expect_rc "--jobs 1 builds them one after the other" 0
-d=$(jq -r '.manifests[0].digest' "$TMP/par1/index.json" | sed 's/sha256://')
-rm -rf "$TMP/par-root" && mkdir -p "$TMP/par-root"
-for l in $(jq -r '.layers[].digest' "$TMP/par1/blobs/sha256/$d" | sed 's/sha256://'); do
-  tar -xzf "$TMP/par1/blobs/sha256/$l" -C "$TMP/par-root" 2>/dev/null
-done
-as=$(cat "$TMP/par-root/a.start"); ae=$(cat "$TMP/par-root/a.end")
-bs=$(cat "$TMP/par-root/b.start"); be=$(cat "$TMP/par-root/b.end")
-check "... and then they do not overlap" test "$ae" -le "$bs" -o "$be" -le "$as"
+check "... and then they do not overlap" stages_apart "$TMP/par1"
+# without --jobs, one stage at a time per CPU the build may use
+taskset -c 0 "$CBUILD" build --root "$R" -t par2 --network none --no-cache \
+  -o "type=oci,dest=$TMP/par2,tar=false" "$P" >"$TMP/out" 2>"$TMP/err"
+rc=$?
+expect_rc "a build allowed one CPU (taskset) builds the stages" 0
+check "... one after the other by default" stages_apart "$TMP/par2"
 
 # A failure in one stage stops the build, whatever the other is doing.
 F=$TMP/fail
