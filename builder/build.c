@@ -448,20 +448,41 @@ static int commit_image(struct build_run *run, struct stage_state *st, struct bu
   return 0;
 }
 
-/* Give the unnamed file fd (O_TMPFILE) the name path. */
-static int link_unnamed(int fd, const char *path, struct cb_error *err)
+/*
+ * An archive output: to stdout, or to the file dest names (output.c).  The
+ * stream's output was opened before the build (stream_start) and holds
+ * the layers already.
+ */
+static int export_tar(struct build_run *run, const struct builder_output *out,
+                      const struct oci_archive_image *ai, const struct oci_blob_source *src,
+                      struct cb_error *err)
 {
-  char proc[64];
-  unlink(path);
-  snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
-  if (linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW) == 0 ||
-      linkat(fd, "", AT_FDCWD, path, AT_EMPTY_PATH) == 0)
-    return 0;
-  return cb_error_errno(err, errno, "create \"%s\"", path);
+  bool docker = strcmp(out->type, "docker") == 0;
+  struct builder_out_file f;
+  int rc;
+
+  if (strcmp(out->dest, "-") == 0)
+    return docker ? oci_docker_archive_write(STDOUT_FILENO, ai, 1, src, err)
+                  : oci_layout_write_tar(STDOUT_FILENO, ai, 1, src, err);
+  if (out == run->stream_output) {
+    /* the file is this export's now */
+    f = run->stream_file;
+    memset(&run->stream_file, 0, sizeof(run->stream_file));
+    run->stream_file.fd = -1;
+    run->stream_output = NULL;
+    rc = oci_tar_stream_write(run->stream, docker, ai, 1, src, err);
+  } else {
+    if (builder_out_file_open(&f, out->dest, err) < 0) {
+      builder_out_file_release(&f);
+      return -1;
+    }
+    rc = docker ? oci_docker_archive_write(f.fd, ai, 1, src, err)
+                : oci_layout_write_tar(f.fd, ai, 1, src, err);
+  }
+  return builder_out_file_finish(&f, rc, err);
 }
 
-/* Write an output to a temporary file beside dest, renamed on success, so
- * that a failed build leaves no half-written archive. */
+/* Write an output of the image. */
 static int export_one(struct build_run *run, const struct builder_output *out,
                       const struct built_image *img, struct cb_error *err)
 {
@@ -470,10 +491,8 @@ static int export_one(struct build_run *run, const struct builder_output *out,
   struct oci_reference ref;
   struct strvec repo_tags = STRVEC_INIT;
   cleanup_free char *full = NULL;
-  cleanup_free char *tmp = NULL;
   const char *tag = NULL;
-  int fd = -1, rc = -1;
-  bool docker;
+  int rc = -1;
 
   cache_blob_source(run->store, &src);
   memset(&ai, 0, sizeof(ai));
@@ -496,45 +515,8 @@ static int export_one(struct build_run *run, const struct builder_output *out,
   }
   ai.repo_tags = &repo_tags;
 
-  if (!out->tar) {
-    rc = oci_layout_write_dir(out->dest, &ai, 1, &src, err);
-    goto done;
-  }
-  docker = strcmp(out->type, "docker") == 0;
-  if (out == run->stream_output) {
-    /* written over the file the image's layers were copied into */
-    fd = run->stream_fd;
-    run->stream_fd = -1;
-    tmp = xasprintf("%s.cbuild-tmp-%d", out->dest, (int)getpid());
-    rc = oci_tar_stream_write(run->stream, docker, &ai, 1, &src, err);
-    if (rc == 0)
-      rc = link_unnamed(fd, tmp, err);
-  } else {
-    if (strcmp(out->dest, "-") == 0) {
-      fd = STDOUT_FILENO;
-    } else {
-      tmp = xasprintf("%s.cbuild-tmp-%d", out->dest, (int)getpid());
-      fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-      if (fd < 0) {
-        cb_error_errno(err, errno, "create \"%s\"", tmp);
-        goto done;
-      }
-    }
-    rc = docker ? oci_docker_archive_write(fd, &ai, 1, &src, err)
-                : oci_layout_write_tar(fd, &ai, 1, &src, err);
-  }
-  if (fd != STDOUT_FILENO) {
-    /* Complete under its name or not there: written aside and renamed.
-     * Not fsynced, like what docker save, tar or cp write: the file is
-     * the user's, not the store's (which syncs what it keeps). */
-    if (close(fd) < 0 && rc == 0)
-      rc = cb_error_errno(err, errno, "write \"%s\"", out->dest);
-    if (rc == 0 && rename(tmp, out->dest) < 0)
-      rc = cb_error_errno(err, errno, "rename \"%s\" to \"%s\"", tmp, out->dest);
-    if (rc < 0)
-      unlink(tmp);
-  }
-done:
+  rc = out->tar ? export_tar(run, out, &ai, &src, err)
+               : oci_layout_write_dir(out->dest, &ai, 1, &src, err);
   if (rc < 0)
     cb_error_wrap(err, "export to \"%s\"", out->dest);
   oci_reference_release(&ref);
@@ -546,44 +528,37 @@ done:
  * The first archive output to a file is opened before the build, so that
  * the image's layers can be copied into it as they are written (see
  * oci_tar_stream); the export writes the rest.  The file is made unnamed
- * (O_TMPFILE) in dest's directory and linked in only once whole, so that a
- * build that fails or is killed leaves nothing beside dest.  Only an
- * optimization: where such a file cannot be made, the export writes the
+ * (O_TMPFILE) in the directory of the file it replaces (output.c) and
+ * linked in only once whole, so that a build that fails or is killed
+ * leaves nothing there.  Only an optimization: where such a file cannot
+ * be made (or the output is written in place), the export writes the
  * archive as it writes the others.
  */
 static void stream_start(struct build_run *run)
 {
   const struct parser_dockerfile *df = run->plan->df;
   const struct builder_output *out = NULL;
-  cleanup_free char *dir = NULL;
-  const char *slash;
-  int fd;
 
   for (size_t i = 0; i < run->o->n_outputs && out == NULL; i++)
     if (run->o->outputs[i].tar && strcmp(run->o->outputs[i].dest, "-") != 0)
       out = &run->o->outputs[i];
   if (out == NULL)
     return;
-  slash = strrchr(out->dest, '/');
-  dir = slash == NULL       ? xstrdup(".")
-        : slash == out->dest ? xstrdup("/")
-                             : xstrndup(out->dest, (size_t)(slash - out->dest));
-  fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
-  if (fd < 0)
+  if (builder_out_file_open_unnamed(&run->stream_file, out->dest) < 0) {
+    builder_out_file_release(&run->stream_file);
     return;
+  }
   run->in_image = xcalloc(df->n_stages, sizeof(*run->in_image));
   for (int i = df->target; i >= 0 && !run->in_image[i]; i = df->stages[i].base_stage)
     run->in_image[i] = true;
-  run->stream = oci_tar_stream_new(fd);
+  run->stream = oci_tar_stream_new(run->stream_file.fd);
   run->stream_output = out;
-  run->stream_fd = fd;
 }
 
 static void stream_end(struct build_run *run)
 {
   oci_tar_stream_free(run->stream);
-  if (run->stream_fd >= 0)
-    close(run->stream_fd);
+  builder_out_file_release(&run->stream_file);
   free(run->in_image);
 }
 
@@ -836,7 +811,7 @@ int builder_build(const struct builder_options *o, struct builder_plan *plan,
   run.plan = plan;
   run.store = store;
   run.ctx.dirfd = -1;
-  run.stream_fd = -1;
+  run.stream_file.fd = -1;
   run.layer_opts = o->layer;
   if (source_date_epoch(&run.epoch, err) < 0)
     return -1;

@@ -89,6 +89,32 @@ void context_close(struct build_context *c);
 /* Whether a context path (relative, cleaned) is excluded by .dockerignore. */
 bool context_excluded(const struct build_context *c, const char *path);
 
+/* ---- archive output files ---- */
+
+/*
+ * The file of an archive output (output.c): dest followed through
+ * symlinks; a file that is not a regular one (/dev/null, a fifo) written in
+ * place; a regular one written aside and renamed over it once whole.
+ */
+struct builder_out_file {
+  char *path;    /* the file written, or replaced */
+  char *tmp;     /* what is renamed onto path, or NULL (in place) */
+  int fd;        /* where to write */
+  bool in_place; /* path is written as it is */
+  bool unnamed;  /* fd is unnamed (O_TMPFILE), named tmp once whole */
+};
+int builder_out_file_open(struct builder_out_file *f, const char *dest, struct cb_error *err);
+/* An unnamed file beside what dest names, for an archive written while
+ * the build runs; -1 (and nothing open) where there can be none: written
+ * in place, or no O_TMPFILE there. */
+int builder_out_file_open_unnamed(struct builder_out_file *f, const char *dest);
+/* After the archive was written (rc 0) or failed (rc < 0): closed, and on
+ * success complete under its name, on failure gone.  Returns rc, or -1 if
+ * completing it failed. */
+int builder_out_file_finish(struct builder_out_file *f, int rc, struct cb_error *err);
+/* Close and free f, naming nothing: an unnamed file given up is gone. */
+void builder_out_file_release(struct builder_out_file *f);
+
 /* ---- a stage being built ---- */
 
 struct stage_state {
@@ -139,10 +165,10 @@ struct build_run {
   char *spare_step_dir;                /* a RUN's emptied upper/work, for the next */
   pthread_mutex_t spare_lock;
   /* The first archive output to a file, written as the image's layers are
-   * (oci_tar_stream): its unnamed file, which the export names. */
+   * (oci_tar_stream), and its unnamed file, which the export names. */
   struct oci_tar_stream *stream;
   const struct builder_output *stream_output;
-  int stream_fd;
+  struct builder_out_file stream_file;
   bool *in_image; /* per stage: its layers begin the image's (the target, and what it is FROM) */
 };
 

@@ -283,8 +283,7 @@ int builder_cmd_save(int argc, char **argv, const char *root)
   struct oci_reference *refs;
   char **full;
   struct oci_blob_source src;
-  cleanup_free char *tmp = NULL;
-  int n, fd = STDOUT_FILENO;
+  int n;
   int rc = simple_options("save", help, argc, argv, &root, &output);
   if (rc >= 0)
     return rc;
@@ -311,41 +310,24 @@ int builder_cmd_save(int argc, char **argv, const char *root)
     ai[i].ref_name = refs[i].tag;
     ai[i].image_name = full[i];
   }
-  if (output && strcmp(output, "-") != 0) {
-    tmp = xasprintf("%s.cbuild-tmp-%d", output, (int)getpid());
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-      cb_error_errno(&err, errno, "create \"%s\"", tmp);
-      goto out;
-    }
-  }
   cache_blob_source(s, &src);
-  if (oci_layout_write_tar(fd, ai, (size_t)n, &src, &err) < 0)
+  if (output && strcmp(output, "-") != 0) {
+    /* as build's -o writes it: through symlinks, replaced whole or in place */
+    struct builder_out_file f;
+    if (builder_out_file_open(&f, output, &err) < 0) {
+      builder_out_file_release(&f);
+      goto out;
+    }
+    if (builder_out_file_finish(&f, oci_layout_write_tar(f.fd, ai, (size_t)n, &src, &err),
+                                &err) < 0)
+      goto out;
+  } else if (oci_layout_write_tar(STDOUT_FILENO, ai, (size_t)n, &src, &err) < 0) {
     goto out;
-  if (tmp) {
-    /* written aside and renamed, not fsynced: as for build's -o */
-    if (close(fd) < 0) {
-      fd = -1;
-      cb_error_errno(&err, errno, "write \"%s\"", output);
-      goto out;
-    }
-    fd = -1;
-    if (rename(tmp, output) < 0) {
-      cb_error_errno(&err, errno, "rename \"%s\"", tmp);
-      goto out;
-    }
-    free(tmp);
-    tmp = NULL;
   }
   rc = BUILDER_EXIT_OK;
 out:
   if (rc != BUILDER_EXIT_OK)
     builder_cmd_fail(&err);
-  if (tmp) {
-    if (fd >= 0)
-      close(fd);
-    unlink(tmp);
-  }
   for (int i = 0; i < n; i++) {
     image_release(&imgs[i]);
     oci_reference_release(&refs[i]);

@@ -165,6 +165,51 @@ done
 expect_eq "every layer and the config are in the tarball" "$n" 5
 check "no temporary file is left beside the saved tarball" sh -c "! ls '$TMP' | grep -q cbuild-tmp"
 
+# ---- outputs that are not plain files ----
+# As docker writes them: through a symlink (the file it names is replaced,
+# the link stays), and into a fifo or a device in place, never replacing it
+# with a file (as root, `-o dest=/dev/null` must leave /dev/null alone).
+O=$TMP/outs
+mkdir -p "$O"
+echo old >"$O/target"
+ln -s target "$O/link"
+run_cbuild build --root "$R" -q -o "type=oci,dest=$O/link" "$C"
+expect_rc "a build to a symlink exits 0" 0
+check "the symlink given as dest stays a symlink" test -L "$O/link"
+check "... and the file it names holds the archive" sh -c "tar -tf '$O/target' | grep -qx index.json"
+# fifo_read OUT: list the archive written to the fifo into OUT, in the
+# background (given up after 30 s: a writer that replaced the fifo never
+# opens it)
+fifo_read() {
+  timeout 30 sh -c 'tar -tf - <"$1"' sh "$O/fifo" >"$1" 2>&1 &
+  reader=$!
+}
+mkfifo "$O/fifo"
+fifo_read "$O/fifo.build"
+run_cbuild build --root "$R" -q -o "type=docker,dest=$O/fifo" "$C"
+expect_rc "a build to a fifo exits 0" 0
+wait "$reader"
+check "the fifo stays a fifo" test -p "$O/fifo"
+check "... and its reader gets the whole archive" grep -qx manifest.json "$O/fifo.build"
+fifo_read "$O/fifo.save"
+run_cbuild --root "$R" save app -o "$O/fifo"
+expect_rc "save to a fifo exits 0" 0
+wait "$reader"
+check "save writes into the fifo too" grep -qx index.json "$O/fifo.save"
+check "the fifo is still one" test -p "$O/fifo"
+if [ "$(id -u)" = 0 ]; then
+  mknod "$O/null" c 1 3
+  run_cbuild build --root "$R" -q -o "type=oci,dest=$O/null" "$C"
+  expect_rc "a build to a device node (a copy of /dev/null) exits 0" 0
+  check "the device stays a device" test -c "$O/null"
+  run_cbuild --root "$R" save app -o "$O/null"
+  check "save leaves the device a device too" test -c "$O/null"
+fi
+run_cbuild build --root "$R" -q -o "type=oci,dest=$O" "$C"
+expect_rc "a build to an existing directory as a tarball fails" 1
+expect_err "... saying it is a directory" "\"$O\" is a directory"
+check "no temporary file is left beside these outputs" sh -c "! ls -A '$O' | grep -q cbuild-tmp"
+
 run_cbuild --root "$R" rmi app:v2
 expect_rc "rmi exits 0" 0
 run_cbuild --root "$R" images
