@@ -411,16 +411,7 @@ static int tar_blob(struct archive *a, struct tar_out *out, const struct blob *b
   struct tar_sink t = { a, path };
   int64_t at = out->seekable && b->size > 0 ? placed_at(placed, n_placed, b) : -1;
   cleanup_close int fd = -1;
-  if (at >= 0) {
-    if (tar_header(a, path, false, b->size, err) < 0)
-      return -1;
-    /* in place: skipped as libarchive ends the entry */
-    if (out->at == at) {
-      out->skip = b->size;
-      return 0;
-    }
-    /* elsewhere (a header of another size): copied after all */
-  } else {
+  if (at < 0) {
     fd = open_blob(src, b, err);
     if (fd < 0)
       return -1;
@@ -429,9 +420,15 @@ static int tar_blob(struct archive *a, struct tar_out *out, const struct blob *b
       return copy_blob(src, b, fd, tar_sink_write, &t, err) < 0
                ? -1
                : tar_header(a, path, false, 0, err);
-    if (tar_header(a, path, false, b->size, err) < 0)
-      return -1;
   }
+  if (tar_header(a, path, false, b->size, err) < 0)
+    return -1;
+  /* in place already: skipped over as libarchive ends the entry */
+  if (at >= 0 && out->at == at) {
+    out->skip = b->size;
+    return 0;
+  }
+  /* (placed elsewhere, after a header of another size: copied after all) */
   if (fd < 0 && (fd = open_blob(src, b, err)) < 0)
     return -1;
   return copy_blob(src, b, fd, tar_sink_write, &t, err);
