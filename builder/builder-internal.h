@@ -198,6 +198,10 @@ struct progress;
 
 /* Remove the spare step directory a build's RUN steps may have left. */
 void builder_step_dir_cleanup(struct build_run *run);
+/* Remove the step directories killed builds left in the store, when no
+ * build runs (cache_build_lock exclusive, not waited for).  Before the
+ * build takes its own lock.  Best effort. */
+void builder_step_dirs_tidy(struct cache_store *store);
 
 /* Run a RUN step in the sandbox; its output goes to progress step id. */
 int builder_run_step(struct build_run *run, int stage, const struct parser_step *step,

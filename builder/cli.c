@@ -567,6 +567,7 @@ int builder_cmd_build(int argc, char **argv, const char *root)
     builder_cmd_fail(&err);
     goto out;
   }
+  builder_step_dirs_tidy(store);
   /* held until the build ends: prune waits for it */
   gc_lock = cache_build_lock(store, false, true, &err);
   if (gc_lock < 0) {

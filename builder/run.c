@@ -841,6 +841,8 @@ static void run_env_with_secrets(const struct parser_step *step, const struct st
     strvec_push(env, sm->env.v[j]);
 }
 
+#define STEP_DIR_PREFIX "run-"
+
 /*
  * A step's directory (ROOT/tmp/run-*: upper/, work/, and what the step's
  * mounts need) is removed after the step, unless the step left it as it
@@ -876,6 +878,24 @@ void builder_step_dir_cleanup(struct build_run *run)
   if (dir)
     cb_remove_tree(AT_FDCWD, dir);
   free(dir);
+}
+
+void builder_step_dirs_tidy(struct cache_store *store)
+{
+  struct cb_error err;
+  struct strvec names = STRVEC_INIT;
+  cleanup_free char *tmp = xasprintf("%s/tmp", cache_store_root(store));
+  cleanup_close int dfd = -1;
+  int lock = cache_build_lock(store, true, false, &err);
+  if (lock < 0)
+    return;
+  dfd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0 && cb_list_dir(dfd, ".", &names) == 0)
+    for (size_t i = 0; i < names.n; i++)
+      if (cb_starts_with(names.v[i], STEP_DIR_PREFIX))
+        cb_remove_tree(dfd, names.v[i]);
+  strvec_clear(&names);
+  close(lock);
 }
 
 /*
@@ -941,7 +961,7 @@ int builder_run_step(struct build_run *run, int stage, const struct parser_step 
   tmp = step_dir_take(run);
   fresh = tmp == NULL;
   if (fresh) {
-    tmp = xasprintf("%s/tmp/run-XXXXXX", cache_store_root(run->store));
+    tmp = xasprintf("%s/tmp/" STEP_DIR_PREFIX "XXXXXX", cache_store_root(run->store));
     if (!mkdtemp(tmp)) {
       int e = errno;
       free(tmp);

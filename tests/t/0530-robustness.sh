@@ -60,8 +60,14 @@ expect_eq "killed builds leave no partial archive beside their output" \
   "$(ls -A "$TMP/kout" | grep -v '^killed\.tar$')" ""
 
 echo final >"$C/data/round"
+# what a build killed in a RUN step leaves, whatever the rounds above left
+mkdir -p "$R/tmp/run-killed1/upper/usr" "$R/tmp/run-killed1/work"
+echo partial >"$R/tmp/run-killed1/upper/usr/out"
+echo "left by the killed builds: $(ls -A "$R/tmp" | grep -c '^run-') step directories"
 run_cbuild build --root "$R" -t after --network none --progress plain "$C"
 expect_rc "the next build works" 0
+expect_eq "... and removes the step directories killed builds left in the store" \
+  "$(ls -A "$R/tmp" | grep -c '^run-')" 0
 run_cbuild build --root "$R" -t after2 --network none --progress plain "$C"
 expect_eq "... and the one after it is all cached" "$(grep -c '^#[1-4] CACHED' "$TMP/err")" 4
 run_cbuild --root "$R" save after -o "$TMP/after.tar"
