@@ -90,12 +90,14 @@ static void *hasher_thread_run(void *data)
     if (t->stop)
       break;
     if (mark_pending(t) && t->marks[t->first_mark].at == t->hashed) {
-      char *out = t->marks[t->first_mark++].out;
-      if (!mark_pending(t))
-        t->first_mark = t->n_marks = 0;
+      /* The mark stays pending until its digest is written: wait() must
+       * not return (nor final() touch the context) before. */
+      char *out = t->marks[t->first_mark].out;
       pthread_mutex_unlock(&t->mu);
       final_now(h, out);
       pthread_mutex_lock(&t->mu);
+      if (++t->first_mark == t->n_marks)
+        t->first_mark = t->n_marks = 0;
       pthread_cond_signal(&t->space);
       continue;
     }

@@ -289,6 +289,23 @@ static void test_digest_threaded(void)
     CHECK_STR(d, want);
   }
 
+  /* wait() returns only once the last digest is written, each time (the
+   * thread used to let it go as it took the mark, before writing) */
+  {
+    int bad = 0;
+    for (int i = 0; i < 20000; i++) {
+      char got[OCI_DIGEST_SIZE] = "", exp[OCI_DIGEST_SIZE];
+      size_t len = (size_t)(i % 97);
+      oci_hasher_update(h, buf, len);
+      oci_hasher_final_later(h, got);
+      oci_hasher_wait(h);
+      oci_hasher_update(plain, buf, len);
+      oci_hasher_final(plain, exp);
+      bad += strcmp(got, exp) != 0;
+    }
+    CHECK_INT(bad, 0);
+  }
+
   /* freed with data still to hash, and a digest asked for */
   oci_hasher_update(h, buf, n);
   {
