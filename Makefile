@@ -19,7 +19,8 @@ SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recove
 endif
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# libcurl is not linked: oci/curl.c loads it when first used
+PKG_LIBS := $(shell pkg-config --libs $(filter-out libcurl,$(PKGS)) 2>/dev/null)
 
 CFLAGS ?= -O2 -g
 WARN := -Wall -Wextra -Werror -Wformat=2 -Wmissing-prototypes -Wstrict-prototypes \
@@ -27,7 +28,7 @@ WARN := -Wall -Wextra -Werror -Wformat=2 -Wmissing-prototypes -Wstrict-prototype
 ALL_CFLAGS := -std=gnu11 -D_GNU_SOURCE -DCBUILD_VERSION='"$(VERSION)"' \
               $(WARN) $(CFLAGS) $(SAN) $(PKG_CFLAGS)
 ALL_LDFLAGS := $(LDFLAGS) $(SAN)
-LIBS := $(PKG_LIBS) -lpthread
+LIBS := $(PKG_LIBS) -lpthread -ldl
 
 MODULES := common parser oci cache runner builder
 LIB_SRCS := $(filter-out builder/main.c runner/sandbox-main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
