@@ -472,10 +472,8 @@ static int export_tar(struct build_run *run, const struct builder_output *out,
     run->stream_output = NULL;
     rc = oci_tar_stream_write(run->stream, docker, ai, 1, src, err);
   } else {
-    if (builder_out_file_open(&f, out->dest, err) < 0) {
-      builder_out_file_release(&f);
+    if (builder_out_file_open(&f, out->dest, err) < 0)
       return -1;
-    }
     rc = docker ? oci_docker_archive_write(f.fd, ai, 1, src, err)
                 : oci_layout_write_tar(f.fd, ai, 1, src, err);
   }
@@ -544,10 +542,8 @@ static void stream_start(struct build_run *run)
       out = &run->o->outputs[i];
   if (out == NULL)
     return;
-  if (builder_out_file_open_unnamed(&run->stream_file, out->dest) < 0) {
-    builder_out_file_release(&run->stream_file);
+  if (builder_out_file_open_unnamed(&run->stream_file, out->dest) < 0)
     return;
-  }
   run->in_image = xcalloc(df->n_stages, sizeof(*run->in_image));
   for (int i = df->target; i >= 0 && !run->in_image[i]; i = df->stages[i].base_stage)
     run->in_image[i] = true;

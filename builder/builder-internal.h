@@ -100,13 +100,13 @@ struct builder_out_file {
   char *path;    /* the file written, or replaced */
   char *tmp;     /* what is renamed onto path, or NULL (in place) */
   int fd;        /* where to write */
-  bool in_place; /* path is written as it is */
   bool unnamed;  /* fd is unnamed (O_TMPFILE), named tmp once whole */
 };
+/* Open what dest names; on failure f holds nothing. */
 int builder_out_file_open(struct builder_out_file *f, const char *dest, struct cb_error *err);
 /* An unnamed file beside what dest names, for an archive written while
- * the build runs; -1 (and nothing open) where there can be none: written
- * in place, or no O_TMPFILE there. */
+ * the build runs; -1 (and f holding nothing) where there can be none:
+ * written in place, or no O_TMPFILE there. */
 int builder_out_file_open_unnamed(struct builder_out_file *f, const char *dest);
 /* After the archive was written (rc 0) or failed (rc < 0): closed, and on
  * success complete under its name, on failure gone.  Returns rc, or -1 if

@@ -314,10 +314,8 @@ int builder_cmd_save(int argc, char **argv, const char *root)
   if (output && strcmp(output, "-") != 0) {
     /* as build's -o writes it: through symlinks, replaced whole or in place */
     struct builder_out_file f;
-    if (builder_out_file_open(&f, output, &err) < 0) {
-      builder_out_file_release(&f);
+    if (builder_out_file_open(&f, output, &err) < 0)
       goto out;
-    }
     if (builder_out_file_finish(&f, oci_layout_write_tar(f.fd, ai, (size_t)n, &src, &err),
                                 &err) < 0)
       goto out;

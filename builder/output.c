@@ -16,7 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* The file dest stands for: f->path, and whether it is written in place. */
+/* The file dest stands for, into f->path: 1 if it is written in place, 0
+ * if it is replaced whole. */
 static int out_target(struct builder_out_file *f, const char *dest, struct cb_error *err)
 {
   struct stat st;
@@ -29,9 +30,8 @@ static int out_target(struct builder_out_file *f, const char *dest, struct cb_er
   if (S_ISDIR(st.st_mode))
     return cb_error_set(err, "\"%s\" is a directory", dest);
   if (!S_ISREG(st.st_mode)) {
-    f->in_place = true;
     f->path = xstrdup(dest);
-    return 0;
+    return 1;
   }
   f->path = realpath(dest, NULL);
   if (f->path == NULL)
@@ -47,20 +47,29 @@ static void out_init(struct builder_out_file *f)
 
 int builder_out_file_open(struct builder_out_file *f, const char *dest, struct cb_error *err)
 {
+  int in_place;
   out_init(f);
-  if (out_target(f, dest, err) < 0)
-    return -1;
-  if (f->in_place) {
+  in_place = out_target(f, dest, err);
+  if (in_place < 0)
+    goto fail;
+  if (in_place) {
     f->fd = open(f->path, O_WRONLY | O_TRUNC | O_CLOEXEC);
-    if (f->fd < 0)
-      return cb_error_errno(err, errno, "open \"%s\"", f->path);
+    if (f->fd < 0) {
+      cb_error_errno(err, errno, "open \"%s\"", f->path);
+      goto fail;
+    }
     return 0;
   }
   f->tmp = xasprintf("%s.cbuild-tmp-%d", f->path, (int)getpid());
   f->fd = open(f->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (f->fd < 0)
-    return cb_error_errno(err, errno, "create \"%s\"", f->tmp);
+  if (f->fd < 0) {
+    cb_error_errno(err, errno, "create \"%s\"", f->tmp);
+    goto fail;
+  }
   return 0;
+fail:
+  builder_out_file_release(f);
+  return -1;
 }
 
 int builder_out_file_open_unnamed(struct builder_out_file *f, const char *dest)
@@ -69,18 +78,21 @@ int builder_out_file_open_unnamed(struct builder_out_file *f, const char *dest)
   const char *slash;
   cleanup_free char *dir = NULL;
   out_init(f);
-  if (out_target(f, dest, &ignored) < 0 || f->in_place)
-    return -1;
+  if (out_target(f, dest, &ignored) != 0)
+    goto fail;
   slash = strrchr(f->path, '/');
   dir = slash == NULL      ? xstrdup(".")
         : slash == f->path ? xstrdup("/")
                            : xstrndup(f->path, (size_t)(slash - f->path));
   f->fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
   if (f->fd < 0)
-    return -1;
+    goto fail;
   f->unnamed = true;
   f->tmp = xasprintf("%s.cbuild-tmp-%d", f->path, (int)getpid());
   return 0;
+fail:
+  builder_out_file_release(f);
+  return -1;
 }
 
 /* Give the unnamed file f->fd the name f->tmp. */

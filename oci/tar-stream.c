@@ -44,7 +44,8 @@ struct oci_tar_stream {
   /* Set once the builder's layers left the list: nothing more is taken. */
   bool diverged;
 
-  /* The layer being written, if any, and the thread copying it. */
+  /* The layer being written, if any, and the thread copying it (running
+   * while pending). */
   bool pending;
   uint64_t ticket; /* counts begins; a writer's grows name its own */
   int src_fd;
@@ -56,7 +57,6 @@ struct oci_tar_stream {
   bool stop;
   bool failed;
   pthread_t follower;
-  bool follower_running;
 };
 
 struct oci_tar_stream *oci_tar_stream_new(int fd)
@@ -130,37 +130,24 @@ static void *follow(void *data)
   return NULL;
 }
 
-/* Wait for the follower, if one ran (s->mu held). */
-static void join_follower(struct oci_tar_stream *s)
+/*
+ * Be done with the pending layer, if any (s->mu held): one that was ended
+ * is placed if the follower copied all of it, one never ended is given up
+ * (its follower stops).  Either way the follower is waited for and the
+ * blob's file let go.
+ */
+static void close_pending(struct oci_tar_stream *s)
 {
-  if (!s->follower_running)
+  if (!s->pending)
     return;
+  if (!s->ended)
+    s->stop = true;
   pthread_cond_broadcast(&s->cv);
   pthread_mutex_unlock(&s->mu);
   pthread_join(s->follower, NULL);
   pthread_mutex_lock(&s->mu);
-  s->follower_running = false;
-}
-
-/* Give up the pending layer, never ended (s->mu held). */
-static void drop_pending(struct oci_tar_stream *s)
-{
-  if (!s->pending)
-    return;
-  s->stop = true;
-  join_follower(s);
-  close(s->src_fd);
-  s->src_fd = -1;
-  s->pending = false;
-}
-
-/* Settle what the follower did with an ended layer (s->mu held). */
-static void settle(struct oci_tar_stream *s)
-{
-  if (!s->pending || !s->ended)
-    return;
-  join_follower(s);
-  s->v[s->n - 1].placed = !s->failed && s->copied == s->grown;
+  if (s->ended)
+    s->v[s->n - 1].placed = !s->failed && s->copied == s->grown;
   close(s->src_fd);
   s->src_fd = -1;
   s->pending = false;
@@ -182,8 +169,7 @@ int oci_tar_stream_sync(struct oci_tar_stream *s, const struct oci_descriptor *l
 {
   int rc = -1;
   pthread_mutex_lock(&s->mu);
-  settle(s);
-  drop_pending(s);
+  close_pending(s);
   if (s->diverged || n < s->n)
     goto out;
   for (size_t i = 0; i < s->n; i++)
@@ -207,8 +193,7 @@ uint64_t oci_tar_stream_begin(struct oci_tar_stream *s, int src_fd, int64_t src_
   uint64_t ticket = 0;
   int e;
   pthread_mutex_lock(&s->mu);
-  settle(s);
-  drop_pending(s);
+  close_pending(s);
   if (s->diverged)
     goto out;
   s->src_fd = fcntl(src_fd, F_DUPFD_CLOEXEC, 0);
@@ -224,7 +209,6 @@ uint64_t oci_tar_stream_begin(struct oci_tar_stream *s, int src_fd, int64_t src_
     s->src_fd = -1;
     goto out;
   }
-  s->follower_running = true;
   s->pending = true;
   ticket = ++s->ticket;
 out:
@@ -248,12 +232,12 @@ void oci_tar_stream_end(struct oci_tar_stream *s, size_t index, const char *dige
   if (!s->pending || s->ended)
     goto out;
   if (index != s->n || size != s->grown || !oci_digest_valid(digest)) {
-    drop_pending(s);
+    close_pending(s);
     goto out;
   }
   push(s, digest, size);
   s->ended = true;
-  /* the follower finishes the copy on its own; settled when next needed */
+  /* the follower finishes the copy on its own; placed when next needed */
   pthread_cond_signal(&s->cv);
 out:
   pthread_mutex_unlock(&s->mu);
@@ -267,8 +251,7 @@ int oci_tar_stream_write(struct oci_tar_stream *s, bool docker,
   size_t n_placed = 0;
 
   pthread_mutex_lock(&s->mu);
-  settle(s);
-  drop_pending(s);
+  close_pending(s);
   placed = xcalloc(s->n ? s->n : 1, sizeof(*placed));
   for (size_t i = 0; i < s->n; i++)
     if (s->v[i].placed) {
@@ -286,8 +269,7 @@ void oci_tar_stream_free(struct oci_tar_stream *s)
   if (s == NULL)
     return;
   pthread_mutex_lock(&s->mu);
-  drop_pending(s);
-  join_follower(s);
+  close_pending(s);
   pthread_mutex_unlock(&s->mu);
   pthread_mutex_destroy(&s->mu);
   pthread_cond_destroy(&s->cv);
